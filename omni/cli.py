@@ -1,0 +1,70 @@
+"""The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``).
+
+``fit`` tests the best checkpoint when training ends (``--test_after_fit false`` to skip) so that every run
+directory ends with ``metrics.json``; the command prints the test metrics and the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+__all__ = ["OmniCLI", "main"]
+
+
+class OmniCLI(LightningCLI):
+    """LightningCLI with omni's defaults: any ``OmniTask`` and any data module, given by ``class_path``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="After fit, test the best checkpoint (fit only)."
+        )
+
+    def after_fit(self) -> None:
+        if not self.config.get(self.subcommand, {}).get("test_after_fit", True):
+            self._report()
+            return
+        if self.trainer.interrupted:
+            return
+        has_test = callable(getattr(self.datamodule, "test_dataloader", None))
+        if has_test:
+            ckpt = (
+                "best"
+                if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+                else None
+            )
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        self._report()
+
+    def after_test(self) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        metrics_file = run_dir / "metrics.json"
+        if metrics_file.exists():
+            metrics = json.loads(metrics_file.read_text())["metrics"]
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+            print(f"test metrics: {shown}")
+        print(f"run directory: {run_dir}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``omni`` console command."""
+    OmniCLI(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args if args is not None else sys.argv[1:],
+    )
+
+
+if __name__ == "__main__":
+    main()

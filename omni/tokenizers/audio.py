@@ -1,0 +1,220 @@
+"""Audio waveforms -> log-mel tokens (Whisper's front end and conv stem, any clip length).
+
+Shape legend
+    B batch   T samples   F = T // HOP mel frames (10 ms each)   M mel bins
+    N = ceil(F / 2) tokens (20 ms each, after the stride-2 conv)   D width
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+import torchaudio.transforms as AT
+from einops import rearrange
+from torch import Tensor, nn
+
+from omni.layers import sincos_1d
+from omni.tokenizers.checks import check_tensor
+from omni.tokens import Tokens
+
+__all__ = ["MelSpectrogramTokenizer"]
+
+SAMPLE_RATE = 16000  # Hz, Whisper's rate
+N_FFT = 400  # 25 ms window at 16 kHz
+HOP = 160  # 10 ms at 16 kHz: one mel frame
+N_MELS = 80  # Whisper's mel bins (large-v3 uses 128)
+STEM_STRIDE = 2  # the second conv halves the frame rate: one token per 20 ms
+LOG_FLOOR = 1e-10  # clamp before log10, as Whisper does
+DYNAMIC_RANGE = 8.0  # log10 units kept below each clip's loudest value (80 dB)
+
+
+def _frames(num_samples: Tensor | int, hop: int) -> Tensor | int:
+    """Mel frames Whisper keeps for a clip: one per full hop (its STFT's last, centred frame is dropped)."""
+    return num_samples // hop
+
+
+class MelSpectrogramTokenizer(nn.Module):
+    """Log-mel spectrogram and Whisper's two-convolution stem, without Whisper's 30-second padding.
+
+    The front end follows Whisper's ``log_mel_spectrogram``: a 25 ms Hann window every 10 ms (centred STFT,
+    reflect-padded at the start), power spectrum, Slaney-style mel filters (librosa's defaults), the last STFT
+    frame dropped, then ``log10(clamp(mel, 1e-10))``, a floor 8 below the clip's maximum and ``(x + 4) / 4``. The
+    end of each clip is followed by zeros, exactly what Whisper's zero-padding to 30 s puts there.
+
+    The stem is Whisper's: ``Conv1d(M, D, 3) + GELU``, ``Conv1d(D, D, 3, stride 2) + GELU``; a fixed sin-cos
+    encoding of the token index is added. Padding is exact: a clip padded with anything after its ``length`` gives
+    the same real tokens as the clip alone (frames past the end are set to the clip's floor, and stem activations
+    past the end are zeroed after each conv).
+
+    Every token's ``pos`` is the (seconds,) at which its 20 ms window starts; ``group`` and ``sample`` are 0.
+    """
+
+    modalities: tuple[str, ...] = ("audio",)
+
+    def __init__(
+        self,
+        dim: int,
+        sample_rate: int = SAMPLE_RATE,
+        n_mels: int = N_MELS,
+        n_fft: int | None = None,
+        hop_length: int | None = None,
+    ) -> None:
+        """
+        Args:
+            dim: model width D, even (the sin-cos position encoding needs it).
+            sample_rate: the rate the front end runs at; other input rates are resampled to it.
+            n_mels: mel bins M (80 for Whisper up to large-v2, 128 for large-v3).
+            n_fft: STFT window in samples; default 25 ms at ``sample_rate`` (400 at 16 kHz).
+            hop_length: samples between mel frames; default 10 ms at ``sample_rate`` (160 at 16 kHz).
+        """
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"dim: expected an even width >= 2 for the sin-cos position encoding, got {dim}")
+        if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate < 1:
+            raise ValueError(f"sample_rate: expected a positive int in Hz, got {sample_rate!r}")
+        if n_mels < 1:
+            raise ValueError(f"n_mels: expected a positive int, got {n_mels}")
+        self.dim = dim
+        self.sample_rate = sample_rate
+        self.n_mels = n_mels
+        self.n_fft = n_fft if n_fft is not None else round(sample_rate * N_FFT / SAMPLE_RATE)
+        self.hop_length = hop_length if hop_length is not None else round(sample_rate * HOP / SAMPLE_RATE)
+        if self.hop_length < 1 or self.n_fft < 2:
+            raise ValueError(
+                f"n_fft, hop_length: expected n_fft >= 2 and hop_length >= 1, got {self.n_fft}, {self.hop_length}"
+            )
+        self.token_seconds = STEM_STRIDE * self.hop_length / sample_rate  # 0.02 s at the defaults
+        self.frontend = AT.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=n_mels,
+            power=2.0,
+            center=True,
+            pad_mode="reflect",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=STEM_STRIDE, padding=1)
+        self.act = nn.GELU()
+
+    # ------------------------------------------------------------------ sizes
+    def num_tokens(self, num_samples: int) -> int:
+        """Tokens for a clip of ``num_samples`` samples at the tokenizer's rate: ceil((samples // hop) / 2)."""
+        frames = _frames(int(num_samples), self.hop_length)
+        if frames < 1:
+            raise ValueError(
+                f"num_samples: expected at least {self.hop_length} samples (one hop at {self.sample_rate} Hz), "
+                f"got {num_samples}"
+            )
+        return math.ceil(frames / STEM_STRIDE)
+
+    # ------------------------------------------------------------------ front end
+    def log_mel(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Whisper's normalised log-mel spectrogram of clips already at the tokenizer's rate.
+
+        Args:
+            audio: (B, T) float waveform.
+            lengths: (B,) long samples that are real per clip; None = all T.
+        Returns:
+            log_spec: (B, M, F) float32, frames past each clip's end set to that clip's floor.
+            frame_mask: (B, F) bool, True for a real frame (at least frame 0).
+        """
+        b, t = audio.shape
+        n_frames = _frames(t, self.hop_length)
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long, device=audio.device)
+        audio = audio.float()
+        idx = torch.arange(t, device=audio.device)
+        audio = audio * (idx < lengths[:, None])  # zeros after each clip's end, like Whisper's padding
+        audio = F.pad(audio, (0, self.n_fft // 2))  # Whisper pads with zeros before its centred STFT
+        mel = self.frontend(audio)[..., :n_frames]  # (B, M, F): keep one frame per full hop
+        log_spec = torch.clamp(mel, min=LOG_FLOOR).log10()
+        frames_real = _frames(lengths, self.hop_length).clamp(min=1)
+        frame_mask = torch.arange(n_frames, device=audio.device) < frames_real[:, None]  # (B, F)
+        peak = log_spec.masked_fill(~frame_mask[:, None, :], -torch.inf).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        floor = peak - DYNAMIC_RANGE
+        log_spec = torch.maximum(log_spec, floor)
+        log_spec = torch.where(frame_mask[:, None, :], log_spec, floor)
+        return (log_spec + 4.0) / 4.0, frame_mask
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, audio: object, lengths: object, sample_rate: object) -> tuple[Tensor, Tensor | None, int]:
+        check_tensor("audio", audio, ndim=(2, 3), layout="(B, T) or (B, 1, T)")
+        assert isinstance(audio, Tensor)
+        if audio.ndim == 3:
+            check_tensor("audio", audio, ndim=3, layout="(B, 1, T)", sizes={1: 1})
+            audio = audio[:, 0]
+        b, t = audio.shape
+        if sample_rate is None:
+            sample_rate = self.sample_rate
+        if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool) or sample_rate < 1:
+            raise ValueError(f"sample_rate: expected a positive int in Hz, got {sample_rate!r}")
+        sample_rate = int(sample_rate)
+        if lengths is not None:
+            check_tensor("lengths", lengths, ndim=1, layout="(B,)", dtype="int")
+            assert isinstance(lengths, Tensor)
+            if lengths.shape[0] != b:
+                raise ValueError(f"lengths: expected {b} lengths to match audio's batch size, got {lengths.shape[0]}")
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 1 or hi > t:
+                raise ValueError(f"lengths: expected values in [1, T={t}] samples, got min {lo}, max {hi}")
+            lengths = lengths.to(device=audio.device, dtype=torch.long)
+        min_samples = math.ceil(self.hop_length * sample_rate / self.sample_rate)
+        if t < min_samples:
+            raise ValueError(
+                f"audio: expected at least {min_samples} samples at {sample_rate} Hz (one {self.hop_length}-sample "
+                f"hop at {self.sample_rate} Hz), got shape {tuple(audio.shape)}"
+            )
+        return audio, lengths, sample_rate
+
+    def _resample(self, audio: Tensor, lengths: Tensor | None, sample_rate: int) -> tuple[Tensor, Tensor | None]:
+        """Bring clips at ``sample_rate`` to the tokenizer's rate; lengths scale with them (rounded up)."""
+        if sample_rate == self.sample_rate:
+            return audio, lengths
+        if lengths is not None:  # zeros past each end, so a padded clip resamples like the clip alone
+            audio = audio * (torch.arange(audio.shape[1], device=audio.device) < lengths[:, None])
+        g = math.gcd(sample_rate, self.sample_rate)
+        orig, new = sample_rate // g, self.sample_rate // g
+        audio = AF.resample(audio.float(), orig, new)
+        if lengths is not None:
+            lengths = ((lengths * new + orig - 1) // orig).clamp(max=audio.shape[1])
+        return audio, lengths
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, audio: Tensor, lengths: Tensor | None = None, sample_rate: int | None = None) -> Tokens:
+        """Tokenize waveforms.
+
+        Args:
+            audio: (B, T) or (B, 1, T) float waveform in [-1, 1].
+            lengths: (B,) long real samples per clip (the rest is padding); None = all T are real.
+            sample_rate: the rate of ``audio`` in Hz; None = the tokenizer's rate. Others are resampled.
+        Returns:
+            Tokens with x (B, N, D), pos (B, N, 1) = seconds at each token's start, pad (B, N) from ``lengths``.
+        """
+        audio, lengths, sample_rate = self._check(audio, lengths, sample_rate)
+        audio, lengths = self._resample(audio, lengths, sample_rate)
+        log_spec, frame_mask = self.log_mel(audio, lengths)  # (B, M, F), (B, F)
+        n_frames = log_spec.shape[-1]
+        n_tokens = math.ceil(n_frames / STEM_STRIDE)
+        # One extra frame at the floor: the first conv then sees the clip's silence past its end, whether the clip
+        # is alone or padded in a batch (its own zero padding would differ from the floor the padding holds).
+        floor = log_spec.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE / 4.0  # (B, 1, 1), normalised units
+        floor = floor.expand(-1, self.n_mels, 1)
+        x = torch.cat([log_spec, floor], dim=-1).to(self.conv1.weight.dtype)
+        x = self.act(self.conv1(x))[..., :n_frames]  # (B, D, F)
+        x = x * frame_mask[:, None, :]  # past-the-end frames must not reach real tokens through conv2
+        x = self.act(self.conv2(x))  # (B, D, N)
+        frames_real = frame_mask.sum(dim=1)
+        n_real = (frames_real + STEM_STRIDE - 1) // STEM_STRIDE  # ceil(frames / 2)
+        token_idx = torch.arange(n_tokens, device=x.device)
+        pad = token_idx < n_real[:, None]  # (B, N)
+        x = rearrange(x, "b d n -> b n d") * pad[..., None]
+        x = x + sincos_1d(token_idx, self.dim).to(x.dtype)
+        seconds = (token_idx.float() * self.token_seconds)[:, None]  # (N, 1)
+        return Tokens.create(x, modality=0, pos=seconds, pad=pad)

@@ -1,0 +1,225 @@
+"""The shared trunk: pre-norm transformer blocks, modality-blind.
+
+Shape legend
+    B batch   N tokens   M context tokens (cross-attention)   D width   L depth
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from omni.layers import MLP, ActName, Attention, DropPath, KVState, NormName, make_norm
+
+__all__ = ["Block", "KVCache", "Transformer", "TransformerConfig"]
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes and options of the trunk. ``dim``, ``depth`` and ``heads`` are required; unknown keys raise.
+
+    Attributes:
+        dim: width D.
+        depth: number of blocks L.
+        heads: attention heads (must divide ``dim``).
+        mlp_ratio: MLP hidden width / D.
+        qkv_bias: bias on the query/key/value projection (ViT: True).
+        qk_norm: LayerNorm on queries and keys per head.
+        dropout: dropout after attention and MLP projections.
+        attn_dropout: dropout on attention weights.
+        drop_path: stochastic depth rate at the last block (linearly increasing from 0 over depth).
+        norm: ``layernorm`` or ``rmsnorm``.
+        norm_eps: epsilon of every norm.
+        act: MLP activation.
+        cross_attention: add cross-attention to a context in every block (Whisper's decoder).
+        final_norm: normalise the trunk's output.
+    """
+
+    dim: int
+    depth: int
+    heads: int
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0
+    norm: NormName = "layernorm"
+    norm_eps: float = 1e-6
+    act: ActName = "gelu"
+    cross_attention: bool = False
+    final_norm: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "depth", "heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TransformerConfig.{name}: expected a positive int, got {value!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"TransformerConfig.heads: expected a divisor of dim={self.dim}, got {self.heads}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"TransformerConfig.mlp_ratio: expected > 0, got {self.mlp_ratio}")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TransformerConfig.{name}: expected a rate in [0, 1), got {getattr(self, name)}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"TransformerConfig.norm: expected 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.act not in ("gelu", "relu", "silu"):
+            raise ValueError(f"TransformerConfig.act: expected 'gelu', 'relu' or 'silu', got {self.act!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TransformerConfig:
+        """Build from a plain mapping (YAML); an unknown key raises ``ValueError`` naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"TransformerConfig: unknown keys {unknown}; expected some of {sorted(known)}")
+        missing = sorted(f.name for f in fields(cls) if f.name in ("dim", "depth", "heads") and f.name not in values)
+        if missing:
+            raise ValueError(f"TransformerConfig: missing required keys {missing}")
+        return cls(**values)
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys/values for step-by-step decoding. ``self_attn[i]`` grows by the new tokens of every call;
+    ``cross_attn[i]`` holds the context's keys/values, computed on the first call."""
+
+    self_attn: list[KVState] = field(default_factory=list)
+    cross_attn: list[KVState] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        """Tokens already decoded (keys held by the self-attention caches)."""
+        return self.self_attn[0].length if self.self_attn else 0
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)) [+ cross(norm(x), context)] + mlp(norm(x))."""
+
+    def __init__(self, cfg: TransformerConfig, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.attn = Attention(
+            cfg.dim,
+            cfg.heads,
+            qkv_bias=cfg.qkv_bias,
+            qk_norm=cfg.qk_norm,
+            attn_dropout=cfg.attn_dropout,
+            proj_dropout=cfg.dropout,
+            norm_eps=cfg.norm_eps,
+        )
+        if cfg.cross_attention:
+            self.norm_cross = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+            self.cross = Attention(
+                cfg.dim,
+                cfg.heads,
+                qkv_bias=cfg.qkv_bias,
+                qk_norm=cfg.qk_norm,
+                attn_dropout=cfg.attn_dropout,
+                proj_dropout=cfg.dropout,
+                cross=True,
+                norm_eps=cfg.norm_eps,
+            )
+        else:
+            self.cross = None
+        self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), act=cfg.act, dropout=cfg.dropout)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        state: KVState | None = None,
+        cross_state: KVState | None = None,
+    ) -> Tensor:
+        """(B, N, D) -> (B, N, D); ``mask`` (B, N, N[+cached]) bool, ``context_mask`` (B, N, M) bool."""
+        x = x + self.drop_path(self.attn(self.norm1(x), mask, state=state))
+        if self.cross is not None:
+            x = x + self.drop_path(self.cross(self.norm_cross(x), context_mask, context=context, state=cross_state))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm blocks. Sees only embeddings and masks: which modality a token came from is already
+    in its embedding."""
+
+    def __init__(self, config: TransformerConfig | Mapping[str, Any]) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, TransformerConfig) else TransformerConfig.from_dict(config)
+        self.config = cfg
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist() if cfg.depth > 1 else [cfg.drop_path]
+        self.blocks = nn.ModuleList(Block(cfg, rate) for rate in rates)
+        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.final_norm else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # ViT's initialisation (timm): truncated normal for linear weights, zero bias.
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def new_cache(self) -> KVCache:
+        """An empty cache for step-by-step decoding."""
+        n = len(self.blocks)
+        return KVCache([KVState() for _ in range(n)], [KVState() for _ in range(n)])
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | Sequence[Tensor | None] | None = None,
+        *,
+        context: Tensor | None = None,
+        context_pad: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Mix tokens.
+
+        Args:
+            x: (B, N, D) token embeddings.
+            mask: (B, N, N) bool (True = may attend), one per layer as a sequence, or None for full attention.
+                With ``cache``, keys include the cached ones: (B, N, cache.length + N); None then means causal.
+            context: (B, M, D) for cross-attention.
+            context_pad: (B, M) bool, True where a context token is real.
+            cache: a ``KVCache`` from ``new_cache()``; it is extended in place with this call's keys/values.
+        Returns:
+            (B, N, D)
+        """
+        if x.ndim != 3 or x.shape[-1] != self.config.dim:
+            raise ValueError(f"x: expected (B, N, D={self.config.dim}), got {tuple(x.shape)}")
+        b, n, _ = x.shape
+        masks = list(mask) if isinstance(mask, Sequence) else [mask] * len(self.blocks)
+        if len(masks) != len(self.blocks):
+            raise ValueError(f"mask: expected one mask per layer ({len(self.blocks)}), got {len(masks)}")
+        if cache is not None and mask is None and n > 1:
+            # Decoding is autoregressive: new token i sees every cached key and new keys 0..i.
+            past = cache.length
+            keys = torch.arange(past + n, device=x.device)
+            causal = keys.unsqueeze(0) <= (past + torch.arange(n, device=x.device)).unsqueeze(1)
+            masks = [causal.expand(b, n, past + n)] * len(self.blocks)
+        context_mask = None
+        if self.config.cross_attention:
+            if context is None and (cache is None or cache.cross_attn[0].k is None):
+                raise ValueError("context: this trunk has cross-attention and expected a (B, M, D) context")
+            if context_pad is not None:
+                context_mask = context_pad.unsqueeze(1).expand(b, n, context_pad.shape[-1])
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x,
+                masks[i],
+                context=context,
+                context_mask=context_mask,
+                state=cache.self_attn[i] if cache is not None else None,
+                cross_state=cache.cross_attn[i] if cache is not None else None,
+            )
+        return self.norm(x)

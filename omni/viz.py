@@ -1,0 +1,93 @@
+"""Pictures: training curves and confusion matrices (PNG, headless)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs on CI and servers without a display
+import matplotlib.pyplot as plt
+import torch
+
+__all__ = ["plot_confusion_matrix", "plot_training_curves", "read_metrics_csv"]
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Read Lightning's CSVLogger file into {metric: [(epoch or step, value), ...]} (epoch-level rows keyed by
+    epoch, step-level rows by step)."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key in ("epoch", "step") or value in ("", None):
+                    continue
+                x = row.get("epoch") if key.endswith("_epoch") or key.startswith(("val/", "test/")) else row.get("step")
+                if x in ("", None):
+                    x = row.get("step") or 0
+                series[key].append((float(x), float(value)))
+    return dict(series)
+
+
+def plot_training_curves(metrics_csv: str | Path, out: str | Path) -> Path:
+    """One panel per metric family (loss, accuracy, learning rate...), train and val curves together."""
+    series = read_metrics_csv(metrics_csv)
+    families: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(series):
+        if key.startswith("test/"):
+            continue
+        name = key.split("/", 1)[-1].removesuffix("_epoch").removesuffix("_step")
+        if key.endswith("_step") and f"{key.removesuffix('_step')}_epoch" in series:
+            continue  # per-step noise when the per-epoch curve exists
+        families[name].append(key)
+    n = max(1, len(families))
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], sorted(families.items()), strict=False):
+        for key in keys:
+            xs, ys = zip(*series[key], strict=True)
+            ax.plot(xs, ys, label=key, marker="." if len(xs) < 50 else None)
+        ax.set_title(name)
+        ax.set_xlabel("epoch" if any(k.startswith("val/") or k.endswith("_epoch") for k in keys) else "step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], out: str | Path) -> Path:
+    """(C, C) counts, rows = true class, columns = predicted, annotated with counts."""
+    m = matrix.detach().cpu().numpy()
+    c = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * c, 0.8 + 0.45 * c))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(c), labels=list(class_names), rotation=90 if c > 12 else 0)
+    ax.set_yticks(range(c), labels=list(class_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if c <= 30:
+        top = m.max() if m.size else 0
+        for i in range(c):
+            for j in range(c):
+                if m[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(m[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if m[i, j] > top / 2 else "black",
+                    )
+    acc = m.trace() / max(1, m.sum())
+    ax.set_title(f"confusion matrix (accuracy {acc:.4f})")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

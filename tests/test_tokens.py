@@ -1,0 +1,72 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omni.tokens import Tokens
+
+
+def make(b=2, n=3, d=4, p=2, modality=0):
+    return Tokens.create(torch.randn(b, n, d), modality=modality, pos=torch.rand(b, n, p))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    dims=st.lists(st.integers(1, 3), min_size=4, max_size=4),
+)
+def test_cat_joins_every_field_and_zero_pads_coordinates(lengths, dims):
+    parts = [make(n=n, p=dims[i], modality=i) for i, n in enumerate(lengths)]
+    joined = Tokens.cat(parts)
+    assert joined.num_tokens == sum(lengths)
+    assert joined.pos.shape[-1] == max(dims[: len(lengths)])
+    start = 0
+    for i, t in enumerate(parts):
+        sl = slice(start, start + t.num_tokens)
+        torch.testing.assert_close(joined.x[:, sl], t.x)
+        assert (joined.modality[:, sl] == i).all()
+        torch.testing.assert_close(joined.pos[:, sl, : t.pos.shape[-1]], t.pos)
+        assert (joined.pos[:, sl, t.pos.shape[-1] :] == 0).all()
+        start += t.num_tokens
+
+
+def test_create_fills_neutral_metadata():
+    t = Tokens.create(torch.randn(2, 5, 3))
+    assert t.pad.all() and (t.group == 0).all() and (t.sample == 0).all() and (t.modality == 0).all()
+    assert t.pos.shape == (2, 5, 1) and t.pos.dtype == torch.float32
+
+
+def test_to_changes_only_the_embedding_dtype():
+    t = make().to(torch.bfloat16)
+    assert t.x.dtype == torch.bfloat16
+    assert t.pos.dtype == torch.float32 and t.modality.dtype == torch.long and t.pad.dtype == torch.bool
+
+
+def test_invariants_raise_naming_the_field():
+    t = make()
+    with pytest.raises(ValueError, match="Tokens.pad: expected shape \\(2, 3\\)"):
+        t.replace(pad=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="Tokens.modality: expected dtype torch.int64"):
+        t.replace(modality=torch.zeros(2, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="Tokens.x: expected a floating dtype"):
+        t.replace(x=torch.zeros(2, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="Tokens.pos"):
+        t.replace(pos=torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="Tokens.x: expected a \\(B, N, D\\)"):
+        Tokens.create(torch.zeros(3, 4))
+
+
+def test_cat_rejects_mismatched_batches_and_widths():
+    with pytest.raises(ValueError, match="batch size 2, got 3"):
+        Tokens.cat([make(b=2), make(b=3)])
+    with pytest.raises(ValueError, match="width D=4, got 5"):
+        Tokens.cat([make(d=4), make(d=5)])
+    with pytest.raises(ValueError, match="empty"):
+        Tokens.cat([])
+
+
+def test_getitem_selects_tokens():
+    t = make(n=6)
+    sub = t[2:4]
+    assert sub.num_tokens == 2
+    torch.testing.assert_close(sub.x, t.x[:, 2:4])
