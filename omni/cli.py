@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 __all__ = ["OmniCLI", "main"]
@@ -22,6 +25,13 @@ class OmniCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="After fit, test the best checkpoint (fit only)."
         )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # Rich's progress bar wherever a progress bar is wanted and none was configured.
+        given = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, RichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def after_fit(self) -> None:
         if not self.config.get(self.subcommand, {}).get("test_after_fit", True):

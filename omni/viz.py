@@ -17,19 +17,26 @@ __all__ = ["plot_confusion_matrix", "plot_training_curves", "read_metrics_csv"]
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """Read Lightning's CSVLogger file into {metric: [(epoch or step, value), ...]} (epoch-level rows keyed by
-    epoch, step-level rows by step)."""
+    """Read Lightning's CSVLogger file into {metric: [(x, value), ...]}: x is the step for per-step metrics
+    (``*_step``, and rows logged without an epoch such as learning rates) and the epoch for everything else."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             for key, value in row.items():
                 if key in ("epoch", "step") or value in ("", None):
                     continue
-                x = row.get("epoch") if key.endswith("_epoch") or key.startswith(("val/", "test/")) else row.get("step")
-                if x in ("", None):
-                    x = row.get("step") or 0
-                series[key].append((float(x), float(value)))
+                x = row.get("epoch")
+                if key.endswith("_step") or x in ("", None):
+                    x = row.get("step")
+                series[key].append((float(x or 0), float(value)))
     return dict(series)
+
+
+def _family(key: str) -> str:
+    """The panel a metric goes in: ``train/acc`` and ``val/acc`` share ``acc``; learning rates share one."""
+    if key.startswith("lr-"):
+        return "learning rate"
+    return key.split("/", 1)[-1].removesuffix("_epoch").removesuffix("_step")
 
 
 def plot_training_curves(metrics_csv: str | Path, out: str | Path) -> Path:
@@ -37,20 +44,17 @@ def plot_training_curves(metrics_csv: str | Path, out: str | Path) -> Path:
     series = read_metrics_csv(metrics_csv)
     families: dict[str, list[str]] = defaultdict(list)
     for key in sorted(series):
-        if key.startswith("test/"):
-            continue
-        name = key.split("/", 1)[-1].removesuffix("_epoch").removesuffix("_step")
-        if key.endswith("_step") and f"{key.removesuffix('_step')}_epoch" in series:
-            continue  # per-step noise when the per-epoch curve exists
-        families[name].append(key)
+        if key.startswith("test/") or key.endswith("_step"):
+            continue  # test is one number (metrics.json); per-step values are noise next to the epoch curves
+        families[_family(key)].append(key)
     n = max(1, len(families))
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
     for ax, (name, keys) in zip(axes[0], sorted(families.items()), strict=False):
         for key in keys:
             xs, ys = zip(*series[key], strict=True)
-            ax.plot(xs, ys, label=key, marker="." if len(xs) < 50 else None)
+            ax.plot(xs, ys, label=key.removesuffix("_epoch"), marker="." if len(xs) < 50 else None)
         ax.set_title(name)
-        ax.set_xlabel("epoch" if any(k.startswith("val/") or k.endswith("_epoch") for k in keys) else "step")
+        ax.set_xlabel("step" if name == "learning rate" else "epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -86,7 +86,7 @@ class ImageClassifier(OmniTask):
             extra_tokens={"cls": 1} if pool == "cls" else None,
         )
         self.metrics = nn.ModuleDict(
-            {stage: MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
+            {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
         )
         self.confusion = MulticlassConfusionMatrix(num_classes)
 
@@ -104,7 +104,7 @@ class ImageClassifier(OmniTask):
         images, labels = batch["image"], batch["label"]
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        acc = self.metrics[stage]
+        acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(labels))

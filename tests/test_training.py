@@ -1,0 +1,61 @@
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+
+from omni.tasks.classification import ImageClassifier
+from omni.tokenizers import ImagePatchTokenizer
+from omni.training import OptimConfig, warmup_cosine
+from omni.transformer import TransformerConfig
+
+
+def test_warmup_then_cosine_schedule():
+    total, warmup = 100, 10
+    lrs = [warmup_cosine(s, total, warmup, 0.1) for s in range(total + 1)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warmup
+    assert all(a <= b for a, b in pairwise(lrs[:10]))
+    assert all(a >= b for a, b in pairwise(lrs[10:]))  # then monotone decay
+    assert lrs[-1] == pytest.approx(0.1)  # ends at min_lr_ratio
+    mid = warmup + (total - warmup) // 2
+    assert lrs[mid] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def _task(**optim):
+    return ImageClassifier(
+        num_classes=3,
+        trunk=TransformerConfig(dim=16, depth=1, heads=2),
+        tokenizer=lambda dim: ImagePatchTokenizer(dim, patch_size=2, in_chans=1, img_size=4),
+        optim=OptimConfig(**optim),
+    )
+
+
+def test_weight_decay_skips_biases_norms_embeddings_and_extra_tokens():
+    task = _task(weight_decay=0.1)
+
+    class FakeTrainer:
+        estimated_stepping_batches = 10
+
+    task._trainer = FakeTrainer()  # configure_optimizers reads the number of steps from the trainer
+    opt = task.configure_optimizers()["optimizer"]
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in task.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "model.trunk.blocks.0.attn.qkv.weight" in decayed
+    assert not any(n.endswith(".bias") or "norm" in n or "embed" in n or "extra_tokens" in n for n in decayed)
+    assert len(decay["params"]) + len(no_decay["params"]) == sum(1 for _ in task.parameters())
+
+
+def test_optim_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="optim.lr"):
+        OptimConfig(lr=0)
+    with pytest.raises(ValueError, match="optim.grad_clip"):
+        OptimConfig(grad_clip=-1.0)
+
+
+def test_classifier_forward_and_shape_errors():
+    task = _task()
+    assert task(torch.randn(2, 1, 4, 4)).shape == (2, 3)
+    with pytest.raises(ValueError, match="images: expected size 1 in dimension 1"):
+        task(torch.randn(2, 3, 4, 4))
