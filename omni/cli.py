@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -51,6 +52,22 @@ class OmniCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._report()
+
+    def after_predict(self) -> None:
+        """Save what ``predict`` returned as ``predictions.pt`` in the run directory (Lightning discards it)."""
+        batches = self.trainer.predict_loop.predictions
+        if not batches or not self.trainer.is_global_zero:
+            return
+        if isinstance(batches[0], list):  # several dataloaders: keep the first
+            batches = batches[0]
+        if isinstance(batches[0], dict):
+            merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        else:
+            merged = torch.cat(list(batches))
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(merged, run_dir / "predictions.pt")
+        print(f"predictions: {run_dir / 'predictions.pt'}")
 
     def _report(self) -> None:
         if not self.trainer.is_global_zero:

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from omni.cli import OmniCLI, main
+from omni.tasks.image_data import digits_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -84,3 +85,22 @@ def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, c
     )
     again = json.loads(next((tmp_path / "again").rglob("metrics.json")).read_text())
     assert again["metrics"]["test/acc"] == pytest.approx(acc, abs=1e-6)
+
+    # `omni predict` writes predictions.pt; on the test images they score the test accuracy.
+    main(
+        [
+            "predict",
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints/best.ckpt"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "pred"),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    preds = torch.load(next((tmp_path / "pred").rglob("predictions.pt")))
+    labels = torch.from_numpy(digits_splits()["test"][1])
+    assert preds["probs"].shape == (len(labels), 10)
+    assert (preds["pred"] == labels).float().mean().item() == pytest.approx(acc, abs=1e-6)

@@ -59,3 +59,18 @@ def test_classifier_forward_and_shape_errors():
     assert task(torch.randn(2, 1, 4, 4)).shape == (2, 3)
     with pytest.raises(ValueError, match="images: expected size 1 in dimension 1"):
         task(torch.randn(2, 3, 4, 4))
+
+
+def test_mean_pool_head_uses_no_cls_token_and_ignores_nothing_real():
+    task = ImageClassifier(
+        num_classes=3,
+        trunk=TransformerConfig(dim=16, depth=1, heads=2),
+        tokenizer=lambda dim: ImagePatchTokenizer(dim, patch_size=2, in_chans=1, img_size=4),
+        pool="mean",
+    )
+    assert "cls" not in task.model.extra_tokens
+    torch.nn.init.normal_(task.model.heads["logits"].fc.weight)
+    x = torch.randn(2, 1, 4, 4)
+    out = task.model({"image": x})
+    expected = task.model.heads["logits"].fc(out["output"].tokens.x.mean(1))
+    torch.testing.assert_close(out["logits"], expected)
