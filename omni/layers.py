@@ -16,13 +16,17 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from omni.mask_plans import SparsePlan
+
 __all__ = [
     "MLP",
     "Attention",
     "DropPath",
     "FourierFeatures",
     "KVState",
+    "attend",
     "make_norm",
+    "masked_sdpa",
     "sincos_1d",
     "sincos_2d",
 ]
@@ -231,18 +235,79 @@ class Attention(nn.Module):
         """
         q, k, v = self._project(x, context, state)
         dropout = self.attn_dropout if self.training else 0.0
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:
-            if mask.ndim == 3:
-                mask = mask.unsqueeze(1)  # (B, 1, N, M): the same mask for every head
-            if mask.shape[-2:] != (q.shape[2], k.shape[2]):
-                raise ValueError(
-                    f"mask: expected (B, N, M) = (.., {q.shape[2]}, {k.shape[2]}) bool, got {tuple(mask.shape)}"
-                )
-            has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, N, 1)
-            # A row with no key would give softmax over nothing (NaN): let it see everything, then zero it.
-            safe = mask | ~has_key
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout)
-            out = out * has_key
+        out = attend(q, k, v, mask, dropout)
         return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+
+
+# ---------------------------------------------------------------------------- attention paths
+def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 0.0) -> Tensor:
+    """SDPA with a bool mask (True = may attend); a query row with no key gets zeros, never NaN.
+
+    Args:
+        q: (B, H, N, Dh); k, v: (B, H, M, Dh); mask: (B, N, M) or (B, 1|H, N, M) bool.
+    Returns:
+        (B, H, N, Dh)
+    """
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)  # the same mask for every head
+    if mask.shape[-2:] != (q.shape[2], k.shape[2]):
+        raise ValueError(f"mask: expected (B, N, M) = (.., {q.shape[2]}, {k.shape[2]}) bool, got {tuple(mask.shape)}")
+    has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, N, 1)
+    # A row with no key would give softmax over nothing (NaN): let it see everything, then zero it.
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~has_key, dropout_p=dropout)
+    return out * has_key
+
+
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout: float = 0.0) -> Tensor:
+    """Attention on a ``SparsePlan``: per query block, SDPA over the gathered key columns only.
+
+    Args:
+        q, k, v: (B, H, N, Dh)
+    Returns:
+        (B, H, N, Dh), equal to ``masked_sdpa`` with the plan's dense mask.
+    """
+    b, h, n, d = q.shape
+    nb, bq = plan.rows.shape[1:]
+    kc = plan.cols.shape[-1]
+    q_dump = F.pad(q, (0, 0, 0, 1))  # row N: where padding slots read from and write to
+    rows = plan.rows.reshape(b, 1, nb * bq, 1).expand(b, h, nb * bq, d)
+    cols = plan.cols.reshape(b, 1, nb * kc, 1).expand(b, h, nb * kc, d)
+    qb = rearrange(q_dump.gather(2, rows), "b h (n q) d -> (b n) h q d", n=nb)
+    kb = rearrange(k.gather(2, cols), "b h (n k) d -> (b n) h k d", n=nb)
+    vb = rearrange(v.gather(2, cols), "b h (n k) d -> (b n) h k d", n=nb)
+    ob = masked_sdpa(qb, kb, vb, rearrange(plan.mask, "b n q k -> (b n) 1 q k"), dropout)
+    out = torch.zeros_like(q_dump).scatter(2, rows, rearrange(ob, "(b n) h q d -> b h (n q) d", b=b))
+    if plan.dense_rows is not None:
+        rd = plan.dense_rows.reshape(b, 1, -1, 1).expand(b, h, -1, d)
+        od = masked_sdpa(q_dump.gather(2, rd), k, v, plan.dense_mask, dropout)
+        out = out.scatter(2, rd, od)
+    return out[:, :, :n]
+
+
+_compiled_flex = None
+
+
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
+    """Compiled FlexAttention on a BlockMask. Fully masked rows give zeros."""
+    global _compiled_flex
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        raise ValueError(
+            "attention: the 'flex' path has no CPU backward in torch 2.11; use 'sparse' or 'dense' to train on CPU"
+        )
+    if _compiled_flex is None:
+        from torch.nn.attention.flex_attention import flex_attention as _flex
+
+        _compiled_flex = torch.compile(_flex, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: object, dropout: float = 0.0) -> Tensor:
+    """Run attention on whichever form the mask was built in: None (all keys), a dense bool tensor, a
+    ``SparsePlan`` or a FlexAttention ``BlockMask``. (B, H, N, Dh) in and out."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    if isinstance(mask, Tensor):
+        return masked_sdpa(q, k, v, mask, dropout)
+    if isinstance(mask, SparsePlan):
+        return sparse_attention(q, k, v, mask, dropout)
+    return flex_attention(q, k, v, mask)

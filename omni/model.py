@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from omni import masks as mask_lib
+from omni.mask_plans import BUCKET, AttentionPath, PlanCache, choose_path
 from omni.tokens import Tokens
 from omni.transformer import Transformer, TransformerConfig
 
@@ -60,7 +61,7 @@ class OmniModel(nn.Module):
         trunk: Transformer | TransformerConfig | Mapping[str, Any],
         heads: Mapping[str, nn.Module] | None = None,
         extra_tokens: Mapping[str, int] | None = None,
-        mask: str | mask_lib.Mask = "full",
+        mask: str | mask_lib.Mask | None = None,
     ) -> None:
         """
         Args:
@@ -69,7 +70,8 @@ class OmniModel(nn.Module):
             heads: {name: head}; each head is called with the ``ModelOutput`` and its result is returned under
                 its name.
             extra_tokens: {name: count} learnable tokens put first in every sequence, e.g. ``{"cls": 1}``.
-            mask: the attention mask, a ``Mask`` expression or a name (``full``, ``causal``, ``causal_group``).
+            mask: one attention mask for every layer (a ``Mask``, a name or an expression string); None uses the
+                trunk config's per-layer schedule (``TransformerConfig.masks``).
         """
         super().__init__()
         if not tokenizers:
@@ -78,7 +80,6 @@ class OmniModel(nn.Module):
         dim = self.trunk.config.dim
         self.tokenizers = nn.ModuleDict(dict(tokenizers))
         self.heads = nn.ModuleDict(dict(heads or {}))
-        self.mask = mask_lib.from_name(mask)
 
         # The modality table: every tag of every tokenizer, then one per extra-token name.
         names: list[str] = []
@@ -94,6 +95,9 @@ class OmniModel(nn.Module):
             self.modality_offset[key] = len(names)
             names.append(key)
         self.modality_names = names
+        layer_masks = [mask_lib.from_name(mask)] * self.trunk.config.depth if mask is not None else None
+        self.layer_masks = [m.bind(names) for m in (layer_masks or self.trunk.config.layer_masks())]
+        self.plans = PlanCache()
         self.modality_embed = nn.Embedding(len(names), dim)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
         self.extra_tokens = nn.ParameterDict(
@@ -133,7 +137,14 @@ class OmniModel(nn.Module):
             if t.batch_size != batch:
                 raise ValueError(f"inputs.{key}: expected batch size {batch} like inputs.{first}, got {t.batch_size}")
         extras = [
-            (key, Tokens.create(p.to(ref.dtype).unsqueeze(0).expand(batch, -1, -1), modality=self.modality_offset[key]))
+            (
+                key,
+                Tokens.create(
+                    p.to(ref.dtype).unsqueeze(0).expand(batch, -1, -1),
+                    modality=self.modality_offset[key],
+                    is_global=True,
+                ),
+            )
             for key, p in self.extra_tokens.items()
         ]
         parts = extras + parts  # extra tokens first, as ViT puts its CLS token
@@ -144,6 +155,26 @@ class OmniModel(nn.Module):
             start += t.num_tokens
         return Tokens.cat([t for _, t in parts]), spans
 
+    def attention_plans(self, tokens: Tokens, path: AttentionPath) -> list[object]:
+        """One mask plan per layer: each distinct mask is built once (or fetched from the cache) and shared."""
+        built: dict[mask_lib.Mask, object] = {}
+        for m in self.layer_masks:
+            if m not in built:
+                built[m] = self.plans.get(m, tokens, path)
+        return [built[m] for m in self.layer_masks]
+
+    def mix(self, tokens: Tokens) -> Tokens:
+        """Tag, mask, run the trunk: the joint (or packed) Tokens in, the same Tokens with the trunk's output
+        ``x`` (B, N, D) out. Masks are built once here (or fetched from the cache) and shared by the layers."""
+        n = tokens.num_tokens
+        x = tokens.x + self.modality_embed(tokens.modality).to(tokens.x.dtype)
+        tokens = tokens.replace(x=x)
+        path = choose_path(self.trunk.config.attention, n, x.device, torch.is_grad_enabled())
+        if path == "flex":  # round the length up so that a changing length does not recompile every step
+            tokens = tokens.pad_to(-(-n // BUCKET) * BUCKET)
+        layer_plans = self.attention_plans(tokens, path)
+        return tokens.replace(x=self.trunk(tokens.x, layer_plans))[slice(0, n)]
+
     def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Tokenize, tag, mix, read out.
 
@@ -153,10 +184,7 @@ class OmniModel(nn.Module):
             {head name: head output}, plus ``"output"``: the ``ModelOutput`` itself.
         """
         tokens, spans = self.tokenize(inputs)
-        x = tokens.x + self.modality_embed(tokens.modality).to(tokens.x.dtype)
-        tokens = tokens.replace(x=x)
-        attn_mask = mask_lib.to_attn_mask(self.mask, tokens)  # built once, shared by every layer
-        tokens = tokens.replace(x=self.trunk(tokens.x, attn_mask))
+        tokens = self.mix(tokens)
         extras = {key: tokens.x[:, spans[key]] for key in self.extra_tokens}
         token_spans = {key: s for key, s in spans.items() if key in self.tokenizers}
         out = ModelOutput(tokens=tokens, extras=extras, spans=token_spans)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Tokens"]
+__all__ = ["PackInfo", "Tokens", "pack", "unpack"]
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Tokens:
         pad: (B, N) bool, True where the token is real.
         group: (B, N) long, the unit a token belongs to (RL timestep, video frame, radar scan).
         sample: (B, N) long, which sample a token belongs to inside a packed row (0 when not packed).
+        is_global: (B, N) bool, True for tokens that ``masks.global_tokens()`` lets see and be seen by all (the
+            model flags its extra tokens, e.g. CLS); default all False.
     """
 
     x: Tensor
@@ -39,8 +41,11 @@ class Tokens:
     pad: Tensor
     group: Tensor
     sample: Tensor
+    is_global: Tensor | None = None
 
     def __post_init__(self) -> None:
+        if self.is_global is None and isinstance(self.pad, Tensor):
+            self.is_global = torch.zeros_like(self.pad, dtype=torch.bool)
         self.validate()
 
     # ------------------------------------------------------------------ construction
@@ -54,6 +59,7 @@ class Tokens:
         pad: Tensor | None = None,
         group: Tensor | None = None,
         sample: Tensor | None = None,
+        is_global: Tensor | bool | None = None,
     ) -> Tokens:
         """Build ``Tokens`` from embeddings, filling unspecified metadata with its neutral value.
 
@@ -64,6 +70,7 @@ class Tokens:
             pad: (B, N) bool, True = real; default all real.
             group: (B, N) or (N,) long; default 0.
             sample: (B, N) long; default 0.
+            is_global: (B, N) bool or one bool for every token; default False.
         """
         if not isinstance(x, Tensor) or x.ndim != 3:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -89,6 +96,9 @@ class Tokens:
             pad=expand(pad, True, torch.bool),
             group=expand(group, 0, torch.long),
             sample=expand(sample, 0, torch.long),
+            is_global=expand(is_global, False, torch.bool)
+            if not isinstance(is_global, bool)
+            else torch.full((b, n), is_global, dtype=torch.bool, device=dev),
         )
 
     # ------------------------------------------------------------------ invariants
@@ -101,7 +111,13 @@ class Tokens:
         if not x.is_floating_point():
             raise ValueError(f"Tokens.x: expected a floating dtype, got {x.dtype}")
         b, n, _ = x.shape
-        want = {"modality": torch.long, "pad": torch.bool, "group": torch.long, "sample": torch.long}
+        want = {
+            "modality": torch.long,
+            "pad": torch.bool,
+            "group": torch.long,
+            "sample": torch.long,
+            "is_global": torch.bool,
+        }
         for name, dtype in want.items():
             t = getattr(self, name)
             if not isinstance(t, Tensor) or tuple(t.shape) != (b, n):
@@ -185,4 +201,87 @@ class Tokens:
             pad=torch.cat([t.pad for t in parts], dim=1),
             group=torch.cat([t.group for t in parts], dim=1),
             sample=torch.cat([t.sample for t in parts], dim=1),
+            is_global=torch.cat([t.is_global for t in parts], dim=1),
         )
+
+    def pad_to(self, length: int) -> Tokens:
+        """Append padded tokens (``pad`` False, zeros elsewhere) up to ``length`` tokens."""
+        extra = length - self.num_tokens
+        if extra < 0:
+            raise ValueError(f"length: expected >= {self.num_tokens} tokens, got {length}")
+        if extra == 0:
+            return self
+        grow = {f.name: F.pad(getattr(self, f.name), (0, extra)) for f in fields(self) if f.name not in ("x", "pos")}
+        return Tokens(
+            x=F.pad(self.x, (0, 0, 0, extra)),
+            pos=F.pad(self.pos, (0, 0, 0, extra)),
+            **grow,
+        )
+
+
+# ---------------------------------------------------------------------------- packing
+@dataclass(frozen=True)
+class PackInfo:
+    """Where each packed sample went: ``rows[i]``, ``starts[i]``, ``lengths[i]`` for input sample i."""
+
+    rows: tuple[int, ...]
+    starts: tuple[int, ...]
+    lengths: tuple[int, ...]
+    num_rows: int
+    max_len: int
+
+
+def _samples(items: Sequence[Tokens]) -> list[Tokens]:
+    """Split every batch row of every item into one sample of real tokens only."""
+    out: list[Tokens] = []
+    for i, t in enumerate(items):
+        if not isinstance(t, Tokens):
+            raise ValueError(f"pack: items[{i}] expected Tokens, got {type(t).__name__}")
+        for r in range(t.batch_size):
+            keep = t.pad[r].nonzero().squeeze(-1)
+            out.append(Tokens(**{f.name: getattr(t, f.name)[r : r + 1, keep] for f in fields(t)}))
+    return out
+
+
+def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
+    """Fill rows of ``max_len`` tokens with whole samples (first-fit, longest first), of any modality mix.
+
+    Every batch row of every item is one sample; its padded tokens are dropped. Samples keep their own positions,
+    groups and embeddings (so positions restart per sample); ``sample`` numbers them within their row, and the
+    always-applied sample boundary in ``omni.masks`` keeps them from attending each other.
+
+    Returns:
+        the packed Tokens (R, max_len, D), unused slots padded, and the ``PackInfo`` that ``unpack`` needs.
+    """
+    samples = _samples(items)
+    if not samples:
+        raise ValueError("pack: expected at least one sample, got none")
+    lengths = [s.num_tokens for s in samples]
+    too_long = [(i, n) for i, n in enumerate(lengths) if n > max_len]
+    if too_long:
+        i, n = too_long[0]
+        raise ValueError(f"pack: expected samples of at most max_len={max_len} tokens, got sample {i} with {n}")
+    free: list[int] = []  # tokens left per row
+    row_of, start_of = [0] * len(samples), [0] * len(samples)
+    for i in sorted(range(len(samples)), key=lambda j: -lengths[j]):
+        row = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+        if row is None:
+            free.append(max_len)
+            row = len(free) - 1
+        row_of[i], start_of[i] = row, max_len - free[row]
+        free[row] -= lengths[i]
+    rows: list[list[Tokens]] = [[] for _ in free]
+    for i in sorted(range(len(samples)), key=lambda j: (row_of[j], start_of[j])):
+        s = samples[i]
+        rows[row_of[i]].append(s.replace(sample=torch.full_like(s.sample, len(rows[row_of[i]]))))
+    packed = [Tokens.cat(parts).pad_to(max_len) for parts in rows]
+    batch = Tokens(**{f.name: torch.cat([getattr(t, f.name) for t in packed]) for f in fields(Tokens)})
+    info = PackInfo(tuple(row_of), tuple(start_of), tuple(lengths), len(rows), max_len)
+    return batch, info
+
+
+def unpack(x: Tensor, info: PackInfo) -> list[Tensor]:
+    """Give each packed sample its outputs back: (R, max_len, ...) -> [ (n_i, ...) for each input sample ]."""
+    if x.shape[:2] != (info.num_rows, info.max_len):
+        raise ValueError(f"unpack: expected x of shape ({info.num_rows}, {info.max_len}, ...), got {tuple(x.shape)}")
+    return [x[r, s : s + n] for r, s, n in zip(info.rows, info.starts, info.lengths, strict=True)]

@@ -13,7 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from omni import masks as mask_lib
 from omni.layers import MLP, ActName, Attention, DropPath, KVState, NormName, make_norm
+from omni.mask_plans import AttentionPath
+from omni.masks import Mask
 
 __all__ = ["Block", "KVCache", "Transformer", "TransformerConfig"]
 
@@ -37,6 +40,11 @@ class TransformerConfig:
         act: MLP activation.
         cross_attention: add cross-attention to a context in every block (Whisper's decoder).
         final_norm: normalise the trunk's output.
+        masks: the per-layer mask schedule, repeated over depth, e.g. ``[local, local, global]``. Each entry is a
+            name from ``mask_defs`` or an expression of ``omni.masks`` (``full``, ``causal``, ``local(radius=2)``).
+        mask_defs: {name: mask expression}, e.g. ``{local: "local(radius=1) | global_tokens()", global: full}``.
+        attention: how masked attention runs: ``dense`` (bool mask + SDPA), ``flex`` (FlexAttention BlockMask,
+            compiled), ``sparse`` (gathered key blocks; CPU training) or ``auto`` (chosen per device and length).
     """
 
     dim: int
@@ -53,6 +61,9 @@ class TransformerConfig:
     act: ActName = "gelu"
     cross_attention: bool = False
     final_norm: bool = True
+    masks: list[str] = field(default_factory=lambda: ["full"])
+    mask_defs: dict[str, str] = field(default_factory=dict)
+    attention: AttentionPath = "auto"
 
     def __post_init__(self) -> None:
         for name in ("dim", "depth", "heads"):
@@ -70,6 +81,30 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.norm: expected 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.act not in ("gelu", "relu", "silu"):
             raise ValueError(f"TransformerConfig.act: expected 'gelu', 'relu' or 'silu', got {self.act!r}")
+        if self.attention not in ("auto", "dense", "flex", "sparse"):
+            raise ValueError(
+                f"TransformerConfig.attention: expected 'auto', 'dense', 'flex' or 'sparse', got {self.attention!r}"
+            )
+        if isinstance(self.masks, str) or not self.masks:
+            raise ValueError(f"TransformerConfig.masks: expected a non-empty list of mask names, got {self.masks!r}")
+        self.layer_masks()  # parse now: a typo fails at construction, not at the first forward
+
+    def layer_masks(self) -> list[Mask]:
+        """One mask expression per layer: the schedule repeated over depth, names resolved through mask_defs."""
+        defs: dict[str, Mask] = {}
+        for name, text in self.mask_defs.items():
+            try:
+                defs[name] = mask_lib.parse(text, defs)
+            except ValueError as e:
+                raise ValueError(f"TransformerConfig.mask_defs.{name}: {e}") from e
+        out = []
+        for i in range(self.depth):
+            name = self.masks[i % len(self.masks)]
+            try:
+                out.append(defs[name] if name in defs else mask_lib.from_name(name))
+            except ValueError as e:
+                raise ValueError(f"TransformerConfig.masks[{i % len(self.masks)}]: {e}") from e
+        return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TransformerConfig:
@@ -187,8 +222,9 @@ class Transformer(nn.Module):
 
         Args:
             x: (B, N, D) token embeddings.
-            mask: (B, N, N) bool (True = may attend), one per layer as a sequence, or None for full attention.
-                With ``cache``, keys include the cached ones: (B, N, cache.length + N); None then means causal.
+            mask: (B, N, N) bool (True = may attend), a ``SparsePlan`` or a FlexAttention ``BlockMask``; one per
+                layer as a list; or None for full attention. With ``cache``, keys include the cached ones:
+                (B, N, cache.length + N); None then means causal.
             context: (B, M, D) for cross-attention.
             context_pad: (B, M) bool, True where a context token is real.
             cache: a ``KVCache`` from ``new_cache()``; it is extended in place with this call's keys/values.
@@ -198,7 +234,7 @@ class Transformer(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.config.dim:
             raise ValueError(f"x: expected (B, N, D={self.config.dim}), got {tuple(x.shape)}")
         b, n, _ = x.shape
-        masks = list(mask) if isinstance(mask, Sequence) else [mask] * len(self.blocks)
+        masks = list(mask) if isinstance(mask, list | tuple) else [mask] * len(self.blocks)
         if len(masks) != len(self.blocks):
             raise ValueError(f"mask: expected one mask per layer ({len(self.blocks)}), got {len(masks)}")
         if cache is not None and mask is None and n > 1:
