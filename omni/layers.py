@@ -261,27 +261,30 @@ def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout: float = 0.0) -> Tensor:
     """Attention on a ``SparsePlan``: per query block, SDPA over the gathered key columns only.
 
+    Queries, keys and values are gathered as whole rows of (B * N, H * Dh) — a view of the projection's output, so
+    each gather is a plain row copy — and every token's output is read back with one more row gather.
+
     Args:
         q, k, v: (B, H, N, Dh)
     Returns:
         (B, H, N, Dh), equal to ``masked_sdpa`` with the plan's dense mask.
     """
-    b, h, n, d = q.shape
-    nb, bq = plan.rows.shape[1:]
-    kc = plan.cols.shape[-1]
-    q_dump = F.pad(q, (0, 0, 0, 1))  # row N: where padding slots read from and write to
-    rows = plan.rows.reshape(b, 1, nb * bq, 1).expand(b, h, nb * bq, d)
-    cols = plan.cols.reshape(b, 1, nb * kc, 1).expand(b, h, nb * kc, d)
-    qb = rearrange(q_dump.gather(2, rows), "b h (n q) d -> (b n) h q d", n=nb)
-    kb = rearrange(k.gather(2, cols), "b h (n k) d -> (b n) h k d", n=nb)
-    vb = rearrange(v.gather(2, cols), "b h (n k) d -> (b n) h k d", n=nb)
-    ob = masked_sdpa(qb, kb, vb, rearrange(plan.mask, "b n q k -> (b n) 1 q k"), dropout)
-    out = torch.zeros_like(q_dump).scatter(2, rows, rearrange(ob, "(b n) h q d -> b h (n q) d", b=b))
-    if plan.dense_rows is not None:
-        rd = plan.dense_rows.reshape(b, 1, -1, 1).expand(b, h, -1, d)
-        od = masked_sdpa(q_dump.gather(2, rd), k, v, plan.dense_mask, dropout)
-        out = out.scatter(2, rd, od)
-    return out[:, :, :n]
+    b, h = q.shape[:2]
+    bq, kc = plan.mask.shape[1:]
+
+    def rows(t: Tensor) -> Tensor:  # (B, H, N, Dh) -> (B * N, H * Dh), a view when t came from one projection
+        return rearrange(t, "b h n d -> (b n) (h d)")
+
+    qf, kf, vf = rows(q), rows(k), rows(v)
+    qb = rearrange(qf.index_select(0, plan.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
+    kb = rearrange(kf.index_select(0, plan.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+    vb = rearrange(vf.index_select(0, plan.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+    outs = [rearrange(masked_sdpa(qb, kb, vb, plan.mask.unsqueeze(1), dropout), "g h q d -> (g q) (h d)")]
+    if plan.dense_q_index is not None:
+        qd = rearrange(qf.index_select(0, plan.dense_q_index), "(b r) (h d) -> b h r d", b=b, h=h)
+        outs.append(rearrange(masked_sdpa(qd, k, v, plan.dense_mask, dropout), "b h r d -> (b r) (h d)"))
+    out = torch.cat(outs).index_select(0, plan.out_index)  # (B * N, H * Dh) in token order
+    return rearrange(out, "(b n) (h d) -> b h n d", b=b, h=h)
 
 
 _compiled_flex = None

@@ -37,32 +37,43 @@ BUCKET = 128  # sequence lengths are rounded up to a multiple of this on the fle
 BLOCK = 128  # query rows per block on the sparse path
 DENSE_ROW_FRACTION = 0.25  # a query allowed more than this share of keys is run densely (global tokens)
 SMALL = 512  # below this many tokens the dense path is the fastest everywhere
+MAX_GATHERED = 0.5  # a sparse plan gathering more than this share of the keys per block falls back to dense
 
 
 @dataclass
 class SparsePlan:
-    """Gather plan for one mask on one batch.
+    """Gather plan for one mask on one batch. Token indices are flat over (B, N); queries and keys are gathered
+    as rows of (B * N, H * Dh).
 
     Attributes:
         n: sequence length N.
-        rows: (B, nb, Bq) long query indices per block; padding slots point at N (a dump row).
-        cols: (B, nb, Kc) long key indices gathered per block; padding slots point at 0 and are masked out.
-        mask: (B, nb, Bq, Kc) bool, True = may attend.
-        dense_rows: (B, Rd) long queries run against all keys (padding slots point at N), or None.
-        dense_mask: (B, Rd, N) bool, or None.
+        kc: key columns gathered per query block, Kc.
+        q_index: (B * nb * Bq,) flat query index of every block slot (padding slots read token 0 of their row).
+        kv_index: (B * nb * Kc,) flat key index of every gathered column (padding columns are masked out).
+        mask: (B * nb, Bq, Kc) bool, True = may attend.
+        dense_q_index: (B * Rd,) flat indices of the queries run against all keys, or None.
+        dense_mask: (B, Rd, N) bool for those queries, or None.
+        out_index: (B * N,) where each token's output sits in [block outputs; dense outputs].
     """
 
     n: int
-    rows: Tensor
-    cols: Tensor
+    kc: int
+    q_index: Tensor
+    kv_index: Tensor
     mask: Tensor
-    dense_rows: Tensor | None
+    dense_q_index: Tensor | None
     dense_mask: Tensor | None
+    out_index: Tensor
+
+    @property
+    def n_dense(self) -> int:
+        """Dense query rows per batch row (global tokens), Rd."""
+        return 0 if self.dense_mask is None else self.dense_mask.shape[1]
 
     @property
     def gathered_fraction(self) -> float:
         """Key columns computed per query, as a share of N (what the plan saves over dense)."""
-        return self.cols.shape[-1] / max(1, self.n)
+        return self.kc / max(1, self.n)
 
 
 def _row_chunks(n: int, b: int, budget: int = 1 << 24) -> int:
@@ -70,47 +81,75 @@ def _row_chunks(n: int, b: int, budget: int = 1 << 24) -> int:
     return max(BLOCK, (budget // max(1, b * n)) // BLOCK * BLOCK)
 
 
-def sparse_plan(mask: Mask, tokens: Tokens) -> SparsePlan:
-    """Build the gather plan, evaluating the predicate in chunks of query rows (never the whole N x N at once)."""
+MATERIALIZE = 1 << 26  # masks up to this many (B * N * N) elements are evaluated in one go, larger in row chunks
+
+
+def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparsePlan:
+    """Build the gather plan. The predicate is evaluated once per (query, key) pair: in one go when B * N * N fits
+    ``MATERIALIZE``, else in chunks of query rows (never the whole N x N at once)."""
+    bq = block or BLOCK
     b, n = tokens.pad.shape
     dev = tokens.x.device
     keys = Side.of(tokens, "key")
-    # Pass 1: how many keys each query may attend -> which queries are dense rows.
-    counts = torch.empty(b, n, dtype=torch.long, device=dev)
+    whole = mask.dense(tokens) if b * n * n <= MATERIALIZE else None
+
+    def rows_mask(rows: Tensor) -> Tensor:  # (B, R) indices, N = padding slot -> (B, R, N)
+        if whole is not None:
+            got = whole.gather(1, rows.clamp(max=n - 1).unsqueeze(-1).expand(-1, -1, n))
+            return got & (rows < n).unsqueeze(-1)
+        return _rows_mask(mask, tokens, rows, keys)
+
     step = _row_chunks(n, b)
-    for s in range(0, n, step):
-        rows = torch.arange(s, min(n, s + step), device=dev)
-        counts[:, s : s + step] = mask.with_boundaries(Side.of(tokens, "query", rows), keys).expand(b, -1, n).sum(-1)
-    dense = counts > DENSE_ROW_FRACTION * n  # (B, N)
+    if whole is not None:
+        counts = whole.sum(-1)
+    else:
+        counts = torch.cat([rows_mask(torch.arange(s, min(n, s + step), device=dev).expand(b, -1)).sum(-1)
+                            for s in range(0, n, step)], dim=1)  # fmt: skip
+    dense = counts > DENSE_ROW_FRACTION * n  # (B, N): queries that see most keys (global tokens)
     n_dense = int(dense.sum(-1).max())
-    sparse_idx = _ordered_indices(~dense, n)  # (B, n_sparse_max), N for padding
-    n_sparse = sparse_idx.shape[1]
-    nb = max(1, math.ceil(n_sparse / BLOCK))
-    sparse_idx = torch.nn.functional.pad(sparse_idx, (0, nb * BLOCK - n_sparse), value=n)
-    rows = sparse_idx.view(b, nb, BLOCK)
-    # Pass 2: per block, the union of allowed key columns.
-    colany = torch.zeros(b, nb, n, dtype=torch.bool, device=dev)
-    blocks_per_chunk = max(1, step // BLOCK)
-    for s in range(0, nb, blocks_per_chunk):
-        r = rows[:, s : s + blocks_per_chunk]  # (B, c, Bq)
-        allowed = _rows_mask(mask, tokens, r.reshape(b, -1), keys)  # (B, c*Bq, N)
-        colany[:, s : s + blocks_per_chunk] = allowed.view(b, r.shape[1], BLOCK, n).any(2)
+    sparse_idx = _ordered_indices(~dense, n)  # (B, n_sparse), N = padding
+    nb = max(1, math.ceil(sparse_idx.shape[1] / bq))
+    rows = torch.nn.functional.pad(sparse_idx, (0, nb * bq - sparse_idx.shape[1]), value=n).view(b, nb, bq)
+    # Per block, the union of allowed key columns; then the block's mask on just those columns.
+    per_chunk = max(1, step // bq)
+    chunks = [rows_mask(rows[:, s : s + per_chunk].reshape(b, -1)).view(b, -1, bq, n) for s in range(0, nb, per_chunk)]
+    colany = torch.cat([c.any(2) for c in chunks], dim=1)  # (B, nb, N)
     kc = max(1, int(colany.sum(-1).max()))
-    # Stable sort puts each block's allowed columns first, in key order.
-    order = torch.sort((~colany).to(torch.uint8), dim=-1, stable=True).indices[..., :kc]  # (B, nb, Kc)
-    valid = colany.gather(-1, order)
+    order = torch.sort((~colany).to(torch.uint8), dim=-1, stable=True).indices[..., :kc]  # allowed columns first
+    valid = colany.gather(-1, order)  # (B, nb, Kc)
     cols = torch.where(valid, order, torch.zeros_like(order))
-    block_mask = torch.zeros(b, nb, BLOCK, kc, dtype=torch.bool, device=dev)
-    for s in range(0, nb, blocks_per_chunk):
-        r = rows[:, s : s + blocks_per_chunk]
-        allowed = _rows_mask(mask, tokens, r.reshape(b, -1), keys).view(b, r.shape[1], BLOCK, n)
-        idx = cols[:, s : s + blocks_per_chunk].unsqueeze(2).expand(-1, -1, BLOCK, -1)
-        block_mask[:, s : s + blocks_per_chunk] = allowed.gather(-1, idx) & valid[:, s : s + blocks_per_chunk, None]
-    dense_rows = dense_mask = None
+    block_masks, s = [], 0
+    for c in chunks:
+        idx = cols[:, s : s + c.shape[1]].unsqueeze(2).expand(-1, -1, bq, -1)
+        block_masks.append(c.gather(-1, idx) & valid[:, s : s + c.shape[1], None])
+        s += c.shape[1]
+    offset = (torch.arange(b, device=dev) * n).view(b, 1, 1)
+    q_index = (rows.clamp(max=n - 1) + offset).reshape(-1)
+    kv_index = (cols + offset).reshape(-1)
+    # out_index: each real token's slot among the block outputs (B * nb * Bq) and then the dense outputs.
+    out_index = torch.zeros(b * n, dtype=torch.long, device=dev)
+    slots = torch.arange(b * nb * bq, device=dev).view(b, nb * bq)
+    flat_rows = rows.view(b, -1)
+    real = flat_rows < n
+    out_index[(flat_rows + offset.view(b, 1))[real]] = slots[real]
+    dense_q_index = dense_mask = None
     if n_dense:
-        dense_rows = _ordered_indices(dense, n)[:, :n_dense]
-        dense_mask = _rows_mask(mask, tokens, dense_rows, keys)
-    return SparsePlan(n=n, rows=rows, cols=cols, mask=block_mask, dense_rows=dense_rows, dense_mask=dense_mask)
+        dense_rows = _ordered_indices(dense, n)[:, :n_dense]  # (B, Rd)
+        dense_mask = rows_mask(dense_rows)
+        dense_q_index = (dense_rows.clamp(max=n - 1) + offset.view(b, 1)).reshape(-1)
+        real = dense_rows < n
+        dslots = b * nb * bq + torch.arange(b * n_dense, device=dev).view(b, n_dense)
+        out_index[(dense_rows + offset.view(b, 1))[real]] = dslots[real]
+    return SparsePlan(
+        n=n,
+        kc=kc,
+        q_index=q_index,
+        kv_index=kv_index,
+        mask=torch.cat(block_masks, dim=1).view(b * nb, bq, kc),
+        dense_q_index=dense_q_index,
+        dense_mask=dense_mask,
+        out_index=out_index,
+    )
 
 
 def _ordered_indices(select: Tensor, n: int) -> Tensor:
@@ -175,7 +214,9 @@ def plan(mask: Mask, tokens: Tokens, path: AttentionPath):
     if path == "flex":
         return block_mask(mask, tokens)
     if path == "sparse":
-        return sparse_plan(mask, tokens)
+        sparse = sparse_plan(mask, tokens)
+        # A mask that is not sparse (every block needs most keys) runs faster densely.
+        return sparse if sparse.gathered_fraction <= MAX_GATHERED else mask.dense(tokens)
     raise ValueError(f"attention: expected 'auto', 'dense', 'flex' or 'sparse', got {path!r}")
 
 

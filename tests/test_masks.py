@@ -134,9 +134,9 @@ def test_global_tokens_do_not_force_every_block():
         torch.zeros(1, n, 4), pos=torch.arange(n).float()[:, None], is_global=torch.arange(n)[None] < 4
     )
     p = sparse_plan(masks.local(radius=r) | masks.global_tokens(), tokens)
-    assert p.dense_rows is not None and p.dense_rows.shape[1] == 4  # the global queries run on their own
+    assert p.n_dense == 4  # the global queries run on their own
     # each block gathers its window (at most 128 + 2 * 64 keys) plus the 4 global keys, not 4,096
-    assert p.cols.shape[-1] <= BLOCK + 2 * r + 4
+    assert p.kc <= BLOCK + 2 * r + 4
     assert p.gathered_fraction < 0.07
 
 
@@ -186,3 +186,11 @@ def test_global_tokens_by_name_binds_to_model_indices():
     assert m.indices == (1, 2)
     with pytest.raises(ValueError, match="global_tokens.modalities"):
         masks.global_tokens(modalities=["lidar"]).bind(["image"])
+
+
+def test_a_mask_that_is_not_sparse_falls_back_to_dense():
+    t = Tokens.create(torch.zeros(1, 300, 2), pad=torch.arange(300)[None] < 290)
+    assert isinstance(plan(masks.full(), t, "sparse"), torch.Tensor)  # padding alone: nothing to skip
+    assert not isinstance(
+        plan(masks.local(radius=2), t.replace(pos=torch.arange(300.0)[None, :, None]), "sparse"), torch.Tensor
+    )
