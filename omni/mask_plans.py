@@ -72,8 +72,10 @@ class SparsePlan:
 
     @property
     def gathered_fraction(self) -> float:
-        """Key columns computed per query, as a share of N (what the plan saves over dense)."""
-        return self.kc / max(1, self.n)
+        """(query, key) pairs computed per batch row, as a share of N * N (what the plan costs next to dense)."""
+        batch = self.out_index.numel() // self.n
+        block_pairs = self.mask.numel() // batch  # nb * Bq * Kc
+        return (block_pairs + self.n_dense * self.n) / (self.n * self.n)
 
 
 def _row_chunks(n: int, b: int, budget: int = 1 << 24) -> int:
