@@ -259,7 +259,7 @@ def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout: float = 0.0) -> Tensor:
-    """Attention on a ``SparsePlan``: per query block, SDPA over the gathered key columns only.
+    """Attention on a ``SparsePlan``: per group of query blocks, SDPA over the gathered key columns only.
 
     Queries, keys and values are gathered as whole rows of (B * N, H * Dh) — a view of the projection's output, so
     each gather is a plain row copy — and every token's output is read back with one more row gather.
@@ -270,16 +270,18 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout:
         (B, H, N, Dh), equal to ``masked_sdpa`` with the plan's dense mask.
     """
     b, h = q.shape[:2]
-    bq, kc = plan.mask.shape[1:]
 
     def rows(t: Tensor) -> Tensor:  # (B, H, N, Dh) -> (B * N, H * Dh), a view when t came from one projection
         return rearrange(t, "b h n d -> (b n) (h d)")
 
     qf, kf, vf = rows(q), rows(k), rows(v)
-    qb = rearrange(qf.index_select(0, plan.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
-    kb = rearrange(kf.index_select(0, plan.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
-    vb = rearrange(vf.index_select(0, plan.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
-    outs = [rearrange(masked_sdpa(qb, kb, vb, plan.mask.unsqueeze(1), dropout), "g h q d -> (g q) (h d)")]
+    outs = []
+    for g in plan.groups:
+        bq, kc = g.mask.shape[1:]
+        qb = rearrange(qf.index_select(0, g.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
+        kb = rearrange(kf.index_select(0, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+        vb = rearrange(vf.index_select(0, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+        outs.append(rearrange(masked_sdpa(qb, kb, vb, g.mask.unsqueeze(1), dropout), "g h q d -> (g q) (h d)"))
     if plan.dense_q_index is not None:
         qd = rearrange(qf.index_select(0, plan.dense_q_index), "(b r) (h d) -> b h r d", b=b, h=h)
         outs.append(rearrange(masked_sdpa(qd, k, v, plan.dense_mask, dropout), "b h r d -> (b r) (h d)"))

@@ -41,26 +41,36 @@ MAX_GATHERED = 0.5  # a sparse plan gathering more than this share of the keys p
 
 
 @dataclass
-class SparsePlan:
-    """Gather plan for one mask on one batch. Token indices are flat over (B, N); queries and keys are gathered
-    as rows of (B * N, H * Dh).
+class BlockGroup:
+    """Query blocks that gather the same number of key columns, Kc, run as one batched SDPA call.
 
     Attributes:
-        n: sequence length N.
-        kc: key columns gathered per query block, Kc.
-        q_index: (B * nb * Bq,) flat query index of every block slot (padding slots read token 0 of their row).
-        kv_index: (B * nb * Kc,) flat key index of every gathered column (padding columns are masked out).
-        mask: (B * nb, Bq, Kc) bool, True = may attend.
-        dense_q_index: (B * Rd,) flat indices of the queries run against all keys, or None.
-        dense_mask: (B, Rd, N) bool for those queries, or None.
-        out_index: (B * N,) where each token's output sits in [block outputs; dense outputs].
+        q_index: (G * Bq,) flat query index of every block slot (padding slots read token 0 of their row).
+        kv_index: (G * Kc,) flat key index of every gathered column (padding columns are masked out).
+        mask: (G, Bq, Kc) bool, True = may attend.
     """
 
-    n: int
-    kc: int
     q_index: Tensor
     kv_index: Tensor
     mask: Tensor
+
+
+@dataclass
+class SparsePlan:
+    """Gather plan for one mask on one batch. Token indices are flat over (B, N); queries and keys are gathered
+    as rows of (B * N, H * Dh). Blocks are grouped by how many key columns they need, so that one long packed
+    sample or one global key does not widen every block.
+
+    Attributes:
+        n: sequence length N.
+        groups: the query blocks, grouped by width.
+        dense_q_index: (B * Rd,) flat indices of the queries run against all keys (global tokens), or None.
+        dense_mask: (B, Rd, N) bool for those queries, or None.
+        out_index: (B * N,) where each token's output sits in [group outputs..., dense outputs].
+    """
+
+    n: int
+    groups: list[BlockGroup]
     dense_q_index: Tensor | None
     dense_mask: Tensor | None
     out_index: Tensor
@@ -71,11 +81,16 @@ class SparsePlan:
         return 0 if self.dense_mask is None else self.dense_mask.shape[1]
 
     @property
+    def kc(self) -> int:
+        """The widest block's key columns."""
+        return max(g.mask.shape[-1] for g in self.groups)
+
+    @property
     def gathered_fraction(self) -> float:
-        """(query, key) pairs computed per batch row, as a share of N * N (what the plan costs next to dense)."""
+        """(query, key) pairs computed, as a share of B * N * N (what the plan costs next to dense)."""
         batch = self.out_index.numel() // self.n
-        block_pairs = self.mask.numel() // batch  # nb * Bq * Kc
-        return (block_pairs + self.n_dense * self.n) / (self.n * self.n)
+        pairs = sum(g.mask.numel() for g in self.groups) + batch * self.n_dense * self.n
+        return pairs / (batch * self.n * self.n)
 
 
 def _row_chunks(n: int, b: int, budget: int = 1 << 24) -> int:
@@ -84,6 +99,8 @@ def _row_chunks(n: int, b: int, budget: int = 1 << 24) -> int:
 
 
 MATERIALIZE = 1 << 26  # masks up to this many (B * N * N) elements are evaluated in one go, larger in row chunks
+DENSE_ROW_OVER_MEDIAN = 4  # ... and a dense row also sees this many times the median query's keys
+WIDTH_STEP = 128  # block widths are rounded up to a multiple of this to form groups
 
 
 def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparsePlan:
@@ -107,51 +124,62 @@ def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparseP
     else:
         counts = torch.cat([rows_mask(torch.arange(s, min(n, s + step), device=dev).expand(b, -1)).sum(-1)
                             for s in range(0, n, step)], dim=1)  # fmt: skip
-    dense = counts > DENSE_ROW_FRACTION * n  # (B, N): queries that see most keys (global tokens)
+    # Dense rows: queries that see most keys, far more than a typical query of their row (global tokens).
+    typical = torch.where(tokens.pad, counts, torch.zeros_like(counts)).float().quantile(0.5, dim=-1, keepdim=True)
+    dense = (counts > DENSE_ROW_FRACTION * n) & (counts > DENSE_ROW_OVER_MEDIAN * typical)
     n_dense = int(dense.sum(-1).max())
     sparse_idx = _ordered_indices(~dense, n)  # (B, n_sparse), N = padding
     nb = max(1, math.ceil(sparse_idx.shape[1] / bq))
     rows = torch.nn.functional.pad(sparse_idx, (0, nb * bq - sparse_idx.shape[1]), value=n).view(b, nb, bq)
-    # Per block, the union of allowed key columns; then the block's mask on just those columns.
     per_chunk = max(1, step // bq)
-    chunks = [rows_mask(rows[:, s : s + per_chunk].reshape(b, -1)).view(b, -1, bq, n) for s in range(0, nb, per_chunk)]
-    colany = torch.cat([c.any(2) for c in chunks], dim=1)  # (B, nb, N)
-    kc = max(1, int(colany.sum(-1).max()))
-    order = torch.sort((~colany).to(torch.uint8), dim=-1, stable=True).indices[..., :kc]  # allowed columns first
-    valid = colany.gather(-1, order)  # (B, nb, Kc)
-    cols = torch.where(valid, order, torch.zeros_like(order))
-    block_masks, s = [], 0
-    for c in chunks:
-        idx = cols[:, s : s + c.shape[1]].unsqueeze(2).expand(-1, -1, bq, -1)
-        block_masks.append(c.gather(-1, idx) & valid[:, s : s + c.shape[1], None])
-        s += c.shape[1]
+    allowed = torch.cat(
+        [rows_mask(rows[:, s : s + per_chunk].reshape(b, -1)).view(b, -1, bq, n) for s in range(0, nb, per_chunk)],
+        dim=1,
+    ).view(b * nb, bq, n)  # every block's rows against all keys
+    colany = allowed.any(1)  # (B * nb, N): the key columns each block needs
+    width = colany.sum(-1)
     offset = (torch.arange(b, device=dev) * n).view(b, 1, 1)
-    q_index = (rows.clamp(max=n - 1) + offset).reshape(-1)
-    kv_index = (cols + offset).reshape(-1)
-    # out_index: each real token's slot among the block outputs (B * nb * Bq) and then the dense outputs.
+    flat_rows = (rows.clamp(max=n - 1) + offset).view(b * nb, bq)
+    real_rows = (rows < n).view(b * nb, bq)
+    row_token = (rows + offset).view(b * nb, bq)
+    key_offset = offset.view(b, 1).expand(b, nb).reshape(-1, 1)  # (B * nb, 1)
+    groups: list[BlockGroup] = []
     out_index = torch.zeros(b * n, dtype=torch.long, device=dev)
-    slots = torch.arange(b * nb * bq, device=dev).view(b, nb * bq)
-    flat_rows = rows.view(b, -1)
-    real = flat_rows < n
-    out_index[(flat_rows + offset.view(b, 1))[real]] = slots[real]
+    slot = 0
+    bucket = (width + WIDTH_STEP - 1) // WIDTH_STEP
+    for level in bucket.unique().tolist():
+        ids = (bucket == level).nonzero().squeeze(-1)
+        ids = ids[real_rows[ids].any(-1)]  # blocks of padding slots only are skipped
+        if ids.numel() == 0:
+            continue
+        kc = max(1, int(width[ids].max()))
+        order = torch.sort((~colany[ids]).to(torch.uint8), dim=-1, stable=True).indices[:, :kc]  # needed cols first
+        valid = colany[ids].gather(-1, order)  # (G, Kc)
+        cols = torch.where(valid, order, torch.zeros_like(order))
+        block_mask = allowed[ids].gather(-1, cols.unsqueeze(1).expand(-1, bq, -1)) & valid.unsqueeze(1)
+        groups.append(BlockGroup(flat_rows[ids].reshape(-1), (cols + key_offset[ids]).reshape(-1), block_mask))
+        real = real_rows[ids]
+        slots = slot + torch.arange(ids.numel() * bq, device=dev).view(-1, bq)
+        out_index[row_token[ids][real]] = slots[real]
+        slot += ids.numel() * bq
+    if not groups:  # nothing but padding and dense rows: one empty-width group keeps the shapes simple
+        groups.append(
+            BlockGroup(
+                flat_rows[:1].reshape(-1),
+                key_offset[:1].reshape(-1),
+                torch.zeros(1, bq, 1, dtype=torch.bool, device=dev),
+            )
+        )
+        slot += bq
     dense_q_index = dense_mask = None
     if n_dense:
         dense_rows = _ordered_indices(dense, n)[:, :n_dense]  # (B, Rd)
         dense_mask = rows_mask(dense_rows)
         dense_q_index = (dense_rows.clamp(max=n - 1) + offset.view(b, 1)).reshape(-1)
         real = dense_rows < n
-        dslots = b * nb * bq + torch.arange(b * n_dense, device=dev).view(b, n_dense)
+        dslots = slot + torch.arange(b * n_dense, device=dev).view(b, n_dense)
         out_index[(dense_rows + offset.view(b, 1))[real]] = dslots[real]
-    return SparsePlan(
-        n=n,
-        kc=kc,
-        q_index=q_index,
-        kv_index=kv_index,
-        mask=torch.cat(block_masks, dim=1).view(b * nb, bq, kc),
-        dense_q_index=dense_q_index,
-        dense_mask=dense_mask,
-        out_index=out_index,
-    )
+    return SparsePlan(n=n, groups=groups, dense_q_index=dense_q_index, dense_mask=dense_mask, out_index=out_index)
 
 
 def _ordered_indices(select: Tensor, n: int) -> Tensor:

@@ -204,6 +204,17 @@ class Tokens:
             is_global=torch.cat([t.is_global for t in parts], dim=1),
         )
 
+    @staticmethod
+    def stack(samples: Sequence[Tokens]) -> Tokens:
+        """Batch samples by padding each to the longest (the alternative to ``pack``): B = total batch rows."""
+        samples = list(samples)
+        if not samples:
+            raise ValueError("Tokens.stack: expected at least one Tokens, got an empty sequence")
+        longest = max(t.num_tokens for t in samples)
+        p = max(t.pos.shape[-1] for t in samples)
+        padded = [t.replace(pos=F.pad(t.pos, (0, p - t.pos.shape[-1]))).pad_to(longest) for t in samples]
+        return Tokens(**{f.name: torch.cat([getattr(t, f.name) for t in padded]) for f in fields(Tokens)})
+
     def pad_to(self, length: int) -> Tokens:
         """Append padded tokens (``pad`` False, zeros elsewhere) up to ``length`` tokens."""
         extra = length - self.num_tokens
