@@ -1,4 +1,5 @@
-"""The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``).
+"""The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
+``omni viz masks --config configs/X.yaml --out masks.png``.
 
 ``fit`` tests the best checkpoint when training ends (``--test_after_fit false`` to skip) so that every run
 directory ends with ``metrics.json``; the command prints the test metrics and the run directory.
@@ -81,15 +82,65 @@ class OmniCLI(LightningCLI):
         print(f"run directory: {run_dir}")
 
 
+def viz_masks(argv: list[str]) -> Path:
+    """``omni viz masks --config X.yaml --out masks.png``: each distinct layer mask for one batch of the config's
+    data, with the tokens' modalities coloured along both axes."""
+    import argparse
+
+    from omni.viz import plot_masks
+
+    p = argparse.ArgumentParser(prog="omni viz masks", description=viz_masks.__doc__)
+    p.add_argument("--config", required=True, help="a config of `omni fit` (model and data)")
+    p.add_argument("--out", default="masks.png", help="PNG to write")
+    p.add_argument("--sample", type=int, default=0, help="which sample of the batch to draw")
+    p.add_argument("--split", choices=["train", "val", "test"], default="val", help="the data split to draw from")
+    a = p.parse_args(argv)
+    cli = OmniCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        save_config_callback=None,
+        args=["--config", a.config, "--trainer.logger", "false"],
+    )
+    task, dm = cli.model, cli.datamodule
+    model = getattr(task, "model", None)
+    if not hasattr(model, "tokenize") or not hasattr(task, "model_inputs"):
+        raise ValueError(
+            f"--config: expected a task with an OmniModel `model` and `model_inputs`, got {type(task).__name__}"
+        )
+    dm.prepare_data()
+    dm.setup("fit" if a.split != "test" else "test")
+    batch = next(iter(getattr(dm, f"{a.split}_dataloader")()))
+    with torch.no_grad():
+        tokens, _ = model.tokenize(task.model_inputs(batch))
+    if not 0 <= a.sample < tokens.batch_size:
+        raise ValueError(f"--sample: expected an index in [0, {tokens.batch_size}), got {a.sample}")
+    one = type(tokens)(**{f: getattr(tokens, f)[a.sample : a.sample + 1] for f in tokens.__dataclass_fields__})
+    panels: dict[object, tuple[list[int], str]] = {}
+    for i, (m, name) in enumerate(zip(model.layer_masks, model.layer_mask_names, strict=True)):
+        layers, _ = panels.setdefault(m, ([], name))
+        layers.append(i)
+    drawn = [(f"layers {', '.join(map(str, layers))}: {name}", m.dense(one)[0]) for m, (layers, name) in panels.items()]
+    out = plot_masks(drawn, one.modality[0], model.modality_names, a.out, pad=one.pad[0])
+    print(f"masks: {out} ({len(drawn)} distinct masks, {one.num_tokens} tokens)")
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``omni`` console command."""
+    argv = list(args if args is not None else sys.argv[1:])
+    if argv[:1] == ["viz"]:
+        if argv[1:2] != ["masks"]:
+            raise SystemExit("usage: omni viz masks --config X.yaml --out masks.png")
+        viz_masks(argv[2:])
+        return
     OmniCLI(
         model_class=None,
         datamodule_class=None,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=args if args is not None else sys.argv[1:],
+        args=argv,
     )
 
 

@@ -95,8 +95,13 @@ class OmniModel(nn.Module):
             self.modality_offset[key] = len(names)
             names.append(key)
         self.modality_names = names
-        layer_masks = [mask_lib.from_name(mask)] * self.trunk.config.depth if mask is not None else None
-        self.layer_masks = [m.bind(names) for m in (layer_masks or self.trunk.config.layer_masks())]
+        cfg = self.trunk.config
+        if mask is not None:
+            self.layer_masks = [mask_lib.from_name(mask).bind(names)] * cfg.depth
+            self.layer_mask_names = [mask if isinstance(mask, str) else "mask"] * cfg.depth
+        else:
+            self.layer_masks = [m.bind(names) for m in cfg.layer_masks()]
+            self.layer_mask_names = [cfg.masks[i % len(cfg.masks)] for i in range(cfg.depth)]
         self.plans = PlanCache()
         self.modality_embed = nn.Embedding(len(names), dim)
         nn.init.normal_(self.modality_embed.weight, std=0.02)

@@ -1,4 +1,4 @@
-"""Pictures: training curves and confusion matrices (PNG, headless)."""
+"""Pictures: training curves, confusion matrices and attention masks (PNG, headless)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # headless: runs on CI and servers without a display
 import matplotlib.pyplot as plt
 import torch
 
-__all__ = ["plot_confusion_matrix", "plot_training_curves", "read_metrics_csv"]
+__all__ = ["plot_confusion_matrix", "plot_masks", "plot_training_curves", "read_metrics_csv"]
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
@@ -91,6 +91,56 @@ def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], out:
     acc = m.trace() / max(1, m.sum())
     ax.set_title(f"confusion matrix (accuracy {acc:.4f})")
     fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_masks(
+    masks: Sequence[tuple[str, torch.Tensor]],
+    modality: torch.Tensor,
+    names: Sequence[str],
+    out: str | Path,
+    pad: torch.Tensor | None = None,
+) -> Path:
+    """Draw attention masks of one sequence side by side, the tokens' modalities coloured along both axes.
+
+    Args:
+        masks: [(title, (N, N) bool mask)], True = may attend (drawn dark).
+        modality: (N,) long modality index of every token.
+        names: the modality table's names (legend).
+        out: PNG path.
+        pad: (N,) bool, True where the token is real; padded tokens are marked grey.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    n = modality.numel()
+    palette = plt.get_cmap("tab10").colors
+    used = sorted(set(modality.tolist()))
+    colors = torch.tensor([palette[i % 10] for i in range(len(names))])  # (M, 3)
+    strip = colors[modality.cpu()]  # (N, 3)
+    if pad is not None:
+        strip[~pad.cpu()] = 0.85
+    k = len(masks)
+    fig = plt.figure(figsize=(5.2 * k, 5.6))
+    band = max(1, n // 40)  # colour strip thickness in tokens
+    for i, (title, m) in enumerate(masks):
+        ax = fig.add_subplot(1, k, i + 1)
+        ax.imshow(m.cpu().float().numpy(), cmap=ListedColormap(["white", "#222222"]), vmin=0, vmax=1,
+                  extent=(0, n, n, 0), interpolation="nearest")  # fmt: skip
+        ax.imshow(strip[None].numpy(), extent=(0, n, 0, -band), aspect="auto", interpolation="nearest")
+        ax.imshow(strip[:, None].numpy(), extent=(-band, 0, n, 0), aspect="auto", interpolation="nearest")
+        ax.set_xlim(-band, n)
+        ax.set_ylim(n, -band)
+        ax.set_xlabel("key token")
+        ax.set_ylabel("query token")
+        density = m.float().mean().item()
+        ax.set_title(f"{title}\n{density:.1%} of pairs attend", fontsize=9)
+    handles = [Patch(color=tuple(colors[i].tolist()), label=names[i]) for i in used]
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     out = Path(out)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -104,3 +104,25 @@ def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, c
     labels = torch.from_numpy(digits_splits()["test"][1])
     assert preds["probs"].shape == (len(labels), 10)
     assert (preds["pred"] == labels).float().mean().item() == pytest.approx(acc, abs=1e-6)
+
+
+def test_fused_config_trains_with_a_mask_schedule(tmp_path, capsys):
+    main([
+        "fit", "--config", str(ROOT / "configs/fusion_toy_tiny.yaml"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())["metrics"]
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert "run directory:" in capsys.readouterr().out
+
+
+def test_viz_masks_draws_each_distinct_layer_mask(tmp_path, capsys):
+    out = tmp_path / "masks.png"
+    main(["viz", "masks", "--config", str(ROOT / "configs/fusion_toy_tiny.yaml"), "--out", str(out)])
+    assert "2 distinct masks" in capsys.readouterr().out  # [local, local, global]: two distinct
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out)
+    assert img.shape[1] > 1.5 * img.shape[0]  # two panels side by side
+    with pytest.raises(SystemExit):
+        main(["viz", "attention"])

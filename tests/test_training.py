@@ -56,9 +56,9 @@ def test_optim_config_rejects_bad_values():
 
 def test_classifier_forward_and_shape_errors():
     task = _task()
-    assert task(torch.randn(2, 1, 4, 4)).shape == (2, 3)
+    assert task({"image": torch.randn(2, 1, 4, 4)}).shape == (2, 3)
     with pytest.raises(ValueError, match="images: expected size 1 in dimension 1"):
-        task(torch.randn(2, 3, 4, 4))
+        task({"image": torch.randn(2, 3, 4, 4)})
 
 
 def test_mean_pool_head_uses_no_cls_token_and_ignores_nothing_real():
