@@ -111,6 +111,12 @@ class Mask:
         b, n = tokens.pad.shape
         return m.expand(b, n if rows is None else rows.numel(), n)
 
+    def block_mask(self, tokens: Tokens):  # -> torch.nn.attention.flex_attention.BlockMask
+        """The FlexAttention ``BlockMask`` of the same mask (the fast path on CUDA, inference on CPU)."""
+        from omni.mask_plans import block_mask
+
+        return block_mask(self, tokens)
+
     @property
     def is_full(self) -> bool:
         """True when the predicate allows every pair: only padding and sample boundaries remain."""

@@ -139,32 +139,28 @@ class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.attn = Attention(
+        self.attn = self._attention(cfg, cross=False)
+        if cfg.cross_attention:
+            self.norm_cross = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+            self.cross = self._attention(cfg, cross=True)
+        else:
+            self.cross = None
+        self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), act=cfg.act, dropout=cfg.dropout)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    @staticmethod
+    def _attention(cfg: TransformerConfig, cross: bool) -> Attention:
+        return Attention(
             cfg.dim,
             cfg.heads,
             qkv_bias=cfg.qkv_bias,
             qk_norm=cfg.qk_norm,
             attn_dropout=cfg.attn_dropout,
             proj_dropout=cfg.dropout,
+            cross=cross,
             norm_eps=cfg.norm_eps,
         )
-        if cfg.cross_attention:
-            self.norm_cross = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-            self.cross = Attention(
-                cfg.dim,
-                cfg.heads,
-                qkv_bias=cfg.qkv_bias,
-                qk_norm=cfg.qk_norm,
-                attn_dropout=cfg.attn_dropout,
-                proj_dropout=cfg.dropout,
-                cross=True,
-                norm_eps=cfg.norm_eps,
-            )
-        else:
-            self.cross = None
-        self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), act=cfg.act, dropout=cfg.dropout)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(
         self,

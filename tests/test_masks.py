@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from omni import masks
 from omni.layers import attend, masked_sdpa
-from omni.mask_plans import BLOCK, PlanCache, block_mask, plan, sparse_plan
+from omni.mask_plans import BLOCK, PlanCache, plan, sparse_plan
 from omni.tokens import Tokens
 
 # ---------------------------------------------------------------------------- random metadata and expressions
@@ -122,7 +122,7 @@ def test_flex_path_equals_dense_in_inference(tokens, expr):
     mask, _ = expr
     q, k, v = (t.detach() for t in qkv(tokens))
     with torch.no_grad():
-        out = attend(q, k, v, block_mask(mask, tokens))
+        out = attend(q, k, v, mask.block_mask(tokens))
     ref = masked_sdpa(q, k, v, mask.dense(tokens))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
