@@ -98,6 +98,7 @@ def viz_masks(argv: list[str]) -> Path:
     cli = OmniCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
+        auto_configure_optimizers=False,  # optimizer and schedule are the task's own (OmniTask.optim)
         run=False,
         save_config_callback=None,
         args=["--config", a.config, "--trainer.logger", "false"],
@@ -139,6 +140,7 @@ def main(args: list[str] | None = None) -> None:
         datamodule_class=None,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        auto_configure_optimizers=False,  # optimizer and schedule are the task's own (OmniTask.optim)
         save_config_kwargs={"overwrite": True},
         args=argv,
     )

@@ -23,6 +23,7 @@ def test_every_config_parses_and_instantiates(config):
     cli = OmniCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
+        auto_configure_optimizers=False,
         run=False,
         args=["--config", str(config)],
         save_config_callback=None,
