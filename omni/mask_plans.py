@@ -259,26 +259,47 @@ def signature(tokens: Tokens) -> str:
     return h.hexdigest()
 
 
-class PlanCache:
-    """Plans kept across steps (LRU), keyed by (mask, path, device, metadata digest)."""
+def _nbytes(value: object) -> int:
+    """Bytes held by a plan's tensors (a BlockMask's are counted through its own tensors)."""
+    if value is None:
+        return 0
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, SparsePlan):
+        tensors = [value.out_index, value.dense_q_index, value.dense_mask]
+        tensors += [t for g in value.groups for t in (g.q_index, g.kv_index, g.mask)]
+        return sum(_nbytes(t) for t in tensors)
+    return sum(_nbytes(t) for t in getattr(value, "as_tuple", lambda: ())() if isinstance(t, Tensor))
 
-    def __init__(self, size: int = 16) -> None:
-        self.size = size
-        self._plans: OrderedDict[tuple, object] = OrderedDict()
+
+class PlanCache:
+    """Plans kept across steps (least recently used first out), keyed by (mask, path, device, metadata digest),
+    within ``max_entries`` plans and ``max_bytes`` of tensors: a plan bigger than the budget is used, not kept."""
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 256 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._plans: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self._plans.values())
 
     def get(self, mask: Mask, tokens: Tokens, path: AttentionPath):
         key = (mask, path, str(tokens.x.device), signature(tokens))
         if key in self._plans:
             self.hits += 1
             self._plans.move_to_end(key)
-            return self._plans[key]
+            return self._plans[key][0]
         self.misses += 1
         value = plan(mask, tokens, path)
-        self._plans[key] = value
-        if len(self._plans) > self.size:
-            self._plans.popitem(last=False)
+        size = _nbytes(value)
+        if size <= self.max_bytes:
+            self._plans[key] = (value, size)
+            while len(self._plans) > self.max_entries or self.nbytes > self.max_bytes:
+                self._plans.popitem(last=False)
         return value
 
     def clear(self) -> None:

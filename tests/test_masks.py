@@ -193,3 +193,16 @@ def test_a_mask_that_is_not_sparse_falls_back_to_dense():
     assert isinstance(plan(masks.full(), t, "sparse"), torch.Tensor)  # padding alone: nothing to skip
     long = Tokens.create(torch.zeros(1, 2000, 2), pos=torch.arange(2000.0)[:, None])
     assert not isinstance(plan(masks.local(radius=2), long, "sparse"), torch.Tensor)
+
+
+def test_plan_cache_stays_within_its_byte_budget():
+    cache = PlanCache(max_bytes=3 * 300 * 300)  # room for three (1, 300, 300) dense masks
+    for shift in range(5):
+        t = Tokens.create(
+            torch.zeros(1, 300, 2), pos=torch.arange(300.0)[:, None] + shift, pad=torch.arange(300)[None] < 299
+        )
+        assert isinstance(cache.get(masks.local(radius=3), t, "dense"), torch.Tensor)
+    assert cache.nbytes <= 3 * 300 * 300 and len(cache._plans) == 3
+    big = Tokens.create(torch.zeros(1, 1000, 2), pad=torch.arange(1000)[None] < 999)
+    assert cache.get(masks.full(), big, "dense").shape == (1, 1000, 1000)  # used, but too big to keep
+    assert cache.nbytes <= 3 * 300 * 300
