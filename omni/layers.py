@@ -254,8 +254,14 @@ def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 
         raise ValueError(f"mask: expected (B, N, M) = (.., {q.shape[2]}, {k.shape[2]}) bool, got {tuple(mask.shape)}")
     has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, N, 1)
     # A row with no key would give softmax over nothing (NaN): let it see everything, then zero it.
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~has_key, dropout_p=dropout)
-    return out * has_key
+    return safe_sdpa(q, k, v, mask | ~has_key, has_key, dropout)
+
+
+def safe_sdpa(q: Tensor, k: Tensor, v: Tensor, safe_mask: Tensor, has_key: Tensor | None, dropout: float) -> Tensor:
+    """SDPA on a mask already made safe (every row allows a key); ``has_key`` (.., N, 1) zeroes the rows that had
+    none, None when every row had one (a plan knows this in advance)."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout)
+    return out if has_key is None else out * has_key
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout: float = 0.0) -> Tensor:
@@ -281,7 +287,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout:
         qb = rearrange(qf.index_select(0, g.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
         kb = rearrange(kf.index_select(0, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
         vb = rearrange(vf.index_select(0, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
-        outs.append(rearrange(masked_sdpa(qb, kb, vb, g.mask.unsqueeze(1), dropout), "g h q d -> (g q) (h d)"))
+        ob = safe_sdpa(qb, kb, vb, g.safe_mask, g.has_key, dropout)
+        outs.append(rearrange(ob, "g h q d -> (g q) (h d)"))
     if plan.dense_q_index is not None:
         qd = rearrange(qf.index_select(0, plan.dense_q_index), "(b r) (h d) -> b h r d", b=b, h=h)
         outs.append(rearrange(masked_sdpa(qd, k, v, plan.dense_mask, dropout), "b h r d -> (b r) (h d)"))
