@@ -8,6 +8,7 @@ Shape legend
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -264,11 +265,29 @@ def safe_sdpa(q: Tensor, k: Tensor, v: Tensor, safe_mask: Tensor, has_key: Tenso
     return out if has_key is None else out * has_key
 
 
+_workspace = threading.local()
+
+
+def _buffer(name: str, rows: int, like: Tensor) -> Tensor:
+    """A reusable (rows, width) buffer per thread, grown when needed: inference on the sparse path gathers into
+    these instead of allocating (and page-faulting) tens of MB of fresh temporaries every layer."""
+    width = like.shape[-1]
+    store = getattr(_workspace, "buffers", None)
+    if store is None:
+        store = _workspace.buffers = {}
+    key = (name, like.dtype, like.device)
+    buf = store.get(key)
+    if buf is None or buf.numel() < rows * width:
+        buf = store[key] = torch.empty(rows * width, dtype=like.dtype, device=like.device)
+    return buf[: rows * width].view(rows, width)
+
+
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout: float = 0.0) -> Tensor:
     """Attention on a ``SparsePlan``: per group of query blocks, SDPA over the gathered key columns only.
 
     Queries, keys and values are gathered as whole rows of (B * N, H * Dh) — a view of the projection's output, so
-    each gather is a plain row copy — and every token's output is read back with one more row gather.
+    each gather is a plain row copy. With autograd, outputs are read back in token order with one more row
+    gather; without it, gathers go to reused buffers and outputs are written in place.
 
     Args:
         q, k, v: (B, H, N, Dh)
@@ -281,17 +300,36 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout:
         return rearrange(t, "b h n d -> (b n) (h d)")
 
     qf, kf, vf = rows(q), rows(k), rows(v)
+    inference = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+
+    def gather(name: str, src: Tensor, index: Tensor) -> Tensor:
+        if not inference:
+            return src.index_select(0, index)
+        return torch.index_select(src, 0, index, out=_buffer(name, index.numel(), src))
+
+    if inference:
+        out = torch.empty(qf.shape[0] + 1, qf.shape[1], dtype=q.dtype, device=q.device)  # + a dump row
+        out3 = rearrange(out, "t (h d) -> t h d", h=h)
     outs = []
     for g in plan.groups:
         bq, kc = g.mask.shape[1:]
-        qb = rearrange(qf.index_select(0, g.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
-        kb = rearrange(kf.index_select(0, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
-        vb = rearrange(vf.index_select(0, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
-        ob = safe_sdpa(qb, kb, vb, g.safe_mask, g.has_key, dropout)
-        outs.append(rearrange(ob, "g h q d -> (g q) (h d)"))
+        qb = rearrange(gather("q", qf, g.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
+        kb = rearrange(gather("k", kf, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+        vb = rearrange(gather("v", vf, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+        ob = safe_sdpa(qb, kb, vb, g.safe_mask, g.has_key, dropout)  # (G, H, Bq, Dh)
+        if inference:
+            out3.index_put_((g.write_index,), rearrange(ob, "g h q d -> g q h d"))
+        else:
+            outs.append(rearrange(ob, "g h q d -> (g q) (h d)"))
     if plan.dense_q_index is not None:
         qd = rearrange(qf.index_select(0, plan.dense_q_index), "(b r) (h d) -> b h r d", b=b, h=h)
-        outs.append(rearrange(masked_sdpa(qd, k, v, plan.dense_mask, dropout), "b h r d -> (b r) (h d)"))
+        od = masked_sdpa(qd, k, v, plan.dense_mask, dropout)  # (B, H, Rd, Dh)
+        if inference:
+            out3.index_put_((plan.dense_write_index,), rearrange(od, "b h r d -> b r h d"))
+        else:
+            outs.append(rearrange(od, "b h r d -> (b r) (h d)"))
+    if inference:
+        return rearrange(out[:-1], "(b n) (h d) -> b h n d", b=b, h=h)
     out = torch.cat(outs).index_select(0, plan.out_index)  # (B * N, H * Dh) in token order
     return rearrange(out, "(b n) (h d) -> b h n d", b=b, h=h)
 

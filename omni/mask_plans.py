@@ -48,6 +48,7 @@ class BlockGroup:
         q_index: (G * Bq,) flat query index of every block slot (padding slots read token 0 of their row).
         kv_index: (G * Kc,) flat key index of every gathered column (padding columns are masked out).
         mask: (G, Bq, Kc) bool, True = may attend.
+        write_index: (G, Bq) flat token each slot's output belongs to; padding slots point at B * N (a dump row).
         safe_mask: (G, 1, Bq, Kc) the mask with rows that allow nothing opened up (SDPA would give NaN there).
         has_key: (G, 1, Bq, 1) bool zeroing those rows afterwards; None when every row has a key.
     """
@@ -55,6 +56,7 @@ class BlockGroup:
     q_index: Tensor
     kv_index: Tensor
     mask: Tensor
+    write_index: Tensor
     safe_mask: Tensor = field(init=False)
     has_key: Tensor | None = field(init=False)
 
@@ -76,6 +78,7 @@ class SparsePlan:
         groups: the query blocks, grouped by width.
         dense_q_index: (B * Rd,) flat indices of the queries run against all keys (global tokens), or None.
         dense_mask: (B, Rd, N) bool for those queries, or None.
+        dense_write_index: (B, Rd) flat token of each dense query (padding: B * N), or None.
         out_index: (B * N,) where each token's output sits in [group outputs..., dense outputs].
     """
 
@@ -83,6 +86,7 @@ class SparsePlan:
     groups: list[BlockGroup]
     dense_q_index: Tensor | None
     dense_mask: Tensor | None
+    dense_write_index: Tensor | None
     out_index: Tensor
 
     @property
@@ -167,8 +171,9 @@ def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparseP
         valid = colany[ids].gather(-1, order)  # (G, Kc)
         cols = torch.where(valid, order, torch.zeros_like(order))
         block_mask = allowed[ids].gather(-1, cols.unsqueeze(1).expand(-1, bq, -1)) & valid.unsqueeze(1)
-        groups.append(BlockGroup(flat_rows[ids].reshape(-1), (cols + key_offset[ids]).reshape(-1), block_mask))
         real = real_rows[ids]
+        write = torch.where(real, row_token[ids], torch.full_like(row_token[ids], b * n))
+        groups.append(BlockGroup(flat_rows[ids].reshape(-1), (cols + key_offset[ids]).reshape(-1), block_mask, write))
         slots = slot + torch.arange(ids.numel() * bq, device=dev).view(-1, bq)
         out_index[row_token[ids][real]] = slots[real]
         slot += ids.numel() * bq
@@ -181,15 +186,24 @@ def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparseP
             )
         )
         slot += bq
-    dense_q_index = dense_mask = None
+    dense_q_index = dense_mask = dense_write_index = None
     if n_dense:
         dense_rows = _ordered_indices(dense, n)[:, :n_dense]  # (B, Rd)
         dense_mask = rows_mask(dense_rows)
         dense_q_index = (dense_rows.clamp(max=n - 1) + offset.view(b, 1)).reshape(-1)
         real = dense_rows < n
         dslots = slot + torch.arange(b * n_dense, device=dev).view(b, n_dense)
-        out_index[(dense_rows + offset.view(b, 1))[real]] = dslots[real]
-    return SparsePlan(n=n, groups=groups, dense_q_index=dense_q_index, dense_mask=dense_mask, out_index=out_index)
+        dense_tokens = dense_rows + offset.view(b, 1)
+        out_index[dense_tokens[real]] = dslots[real]
+        dense_write_index = torch.where(real, dense_tokens, torch.full_like(dense_tokens, b * n))
+    return SparsePlan(
+        n=n,
+        groups=groups,
+        dense_q_index=dense_q_index,
+        dense_mask=dense_mask,
+        dense_write_index=dense_write_index,
+        out_index=out_index,
+    )
 
 
 def _ordered_indices(select: Tensor, n: int) -> Tensor:
