@@ -15,9 +15,13 @@ COMMANDS = {
     "digits": "python benchmarks/digits.py --seeds 0 1 2",
     "backbone": "python benchmarks/backbone.py",
 }
-HEADLINES = {
-    "digits": ["accuracy", "accuracy_mean", "wall_s", "svc_accuracy", "svc_accuracy_full_train"],
-    "backbone": ["ratio_vs_timm", "step_ms_ours", "step_ms_timm", "params_ours", "params_timm", "config"],
+COMMANDS["masks"] = "python benchmarks/masks.py"
+COMMANDS["packing"] = "python benchmarks/packing.py"
+HEADLINES = {  # shown first; every other key follows
+    "digits": ["accuracy_mean", "accuracy", "wall_s", "svc_accuracy", "svc_accuracy_full_train"],
+    "backbone": ["ratio_vs_timm", "params_ours", "params_timm", "step_ms_ours", "step_ms_timm"],
+    "masks": ["infer_speedup_4096", "train_speedup_4096", "mask_build_ms_cold", "mask_fetch_ms_cached"],
+    "packing": ["packing_speedup", "tokens_per_s_packed", "tokens_per_s_padded"],
 }
 
 
@@ -37,9 +41,12 @@ def main() -> None:
         m = last.get("machine", {})
         lines += [f"## {name}", "", f"`{COMMANDS.get(name, 'python benchmarks/' + name + '.py')}`", ""]
         lines += ["| key | value |", "|---|---|"]
-        for key in HEADLINES.get(name, [k for k in last if k not in ("benchmark", "machine")]):
+        first = HEADLINES.get(name, [])
+        rest = [k for k in last if k not in ("benchmark", "machine", *first)]
+        for key in first + rest:
             if key in last:
-                lines.append(f"| `{key}` | `{json.dumps(last[key])}` |")
+                bold = "**" if key in first[:1] else ""
+                lines.append(f"| {bold}`{key}`{bold} | `{json.dumps(last[key])}` |")
         lines += [
             "",
             f"Machine: {m.get('host_cpu')} ({m.get('cpu_count')} cores, {m.get('torch_threads')} torch threads), "

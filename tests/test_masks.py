@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from omni import masks
 from omni.layers import attend, masked_sdpa
-from omni.mask_plans import BLOCK, PlanCache, plan, sparse_plan
+from omni.mask_plans import BLOCK, PlanCache, choose_path, plan, sparse_plan
 from omni.tokens import Tokens
 
 # ---------------------------------------------------------------------------- random metadata and expressions
@@ -212,3 +212,32 @@ def test_plan_cache_stays_within_its_byte_budget():
     big = Tokens.create(torch.zeros(1, 1000, 2), pad=torch.arange(1000)[None] < 999)
     assert cache.get(masks.full(), big, "dense").shape == (1, 1000, 1000)  # used, but too big to keep
     assert cache.nbytes <= 3 * 300 * 300
+
+
+def test_auto_path_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_path("auto", 100, cpu, training=True) == "dense"  # short: dense everywhere
+    assert choose_path("auto", 4096, cpu, training=True) == "sparse"
+    assert choose_path("auto", 4096, cpu, training=False) == "sparse"  # measured faster than CPU flex
+    assert choose_path("auto", 4096, cuda, training=True) == "flex"
+    assert choose_path("flex", 100, cpu, training=False) == "flex"  # an explicit choice is kept
+
+
+@pytest.mark.gpu
+def test_flex_path_equals_dense_forward_and_backward_on_cuda():
+    tokens = Tokens.create(
+        torch.zeros(2, 512, 4),
+        modality=torch.randint(0, 2, (2, 512)),
+        pos=torch.arange(512.0)[:, None],
+        pad=torch.rand(2, 512) > 0.1,
+        is_global=torch.arange(512)[None].expand(2, -1) < 3,
+    ).to("cuda")
+    mask = (masks.local(radius=16) & masks.same_modality()) | masks.global_tokens()
+    q, k, v = (torch.randn(2, 4, 512, 32, device="cuda", requires_grad=True) for _ in range(3))
+    ref = masked_sdpa(q, k, v, mask.dense(tokens))
+    grads_ref = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    out = attend(q, k, v, mask.block_mask(tokens))
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+    for g, gr in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, gr, atol=1e-4, rtol=1e-4)
