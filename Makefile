@@ -30,7 +30,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/backbone.py
+	$(PY) benchmarks/masks.py
+	$(PY) benchmarks/packing.py
 	$(PY) benchmarks/digits.py --seeds 0 1 2
+	$(PY) benchmarks/summarize.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .ruff_cache
