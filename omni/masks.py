@@ -106,8 +106,13 @@ class Mask:
         return self.allowed(q, k) & k.pad & (q.sample == k.sample)
 
     def dense(self, tokens: Tokens, rows: Tensor | None = None) -> Tensor:
-        """(B, N, N) bool mask — or (B, R, N) for the query ``rows`` only."""
-        m = self.with_boundaries(Side.of(tokens, "query", rows), Side.of(tokens, "key"))
+        """(B, N, N) bool mask — or (B, R, N) for the query ``rows`` only. Equal to ``with_boundaries`` on every
+        pair; terms that cannot mask anything (a full predicate, one sample per row) are skipped, not computed."""
+        q, k = Side.of(tokens, "query", rows), Side.of(tokens, "key")
+        keep = k.pad  # (B, 1, N)
+        if bool((tokens.sample != tokens.sample[:, :1]).any()):  # packed rows: keep samples apart
+            keep = keep & (q.sample == k.sample)
+        m = keep if self.is_full else self.allowed(q, k) & keep
         b, n = tokens.pad.shape
         return m.expand(b, n if rows is None else rows.numel(), n)
 
