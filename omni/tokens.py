@@ -9,6 +9,7 @@ Every tokenizer returns a ``Tokens``; the trunk consumes one. All fields are bat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -158,11 +159,8 @@ class Tokens:
 
     def to(self, *args, **kwargs) -> Tokens:
         """Move to a device; a floating dtype applies to ``x`` alone (``pos`` stays float32, ids stay long)."""
-        moved = {f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)}
-        moved = {
-            name: t if name == "x" else t.to(getattr(self, name).dtype) for name, t in moved.items()
-        }  # only x may change dtype
-        return Tokens(**moved)
+        x = self.x.to(*args, **kwargs)
+        return Tokens(x=x, **{f.name: getattr(self, f.name).to(x.device) for f in fields(self) if f.name != "x"})
 
     def __getitem__(self, index: slice | Tensor | int) -> Tokens:
         """Select along N (a slice, an index tensor or a bool mask over N)."""
@@ -191,9 +189,7 @@ class Tokens:
         if len(parts) == 1:
             return parts[0]
         p = max(t.pos.shape[-1] for t in parts)
-        dtype = torch.promote_types(*[t.x.dtype for t in parts[:2]]) if len(parts) > 1 else parts[0].x.dtype
-        for t in parts[2:]:
-            dtype = torch.promote_types(dtype, t.x.dtype)
+        dtype = functools.reduce(torch.promote_types, [t.x.dtype for t in parts])
         return Tokens(
             x=torch.cat([t.x.to(dtype) for t in parts], dim=1),
             modality=torch.cat([t.modality for t in parts], dim=1),

@@ -124,7 +124,7 @@ def test_sparse_path_equals_dense_with_gradients_and_no_nan(tokens, expr):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tokens=metadata(max_n=256, min_n=256), expr=expressions)
 def test_flex_path_equals_dense_in_inference(tokens, expr):
-    # One shape for every example: FlexAttention compiles once (CPU: forward only in torch 2.11).
+    # One length for every example (B is 1 or 2): FlexAttention compiles at most twice (CPU: forward only).
     mask, _ = expr
     q, k, v = (t.detach() for t in qkv(tokens))
     with torch.no_grad():

@@ -37,9 +37,12 @@ def test_create_fills_neutral_metadata():
 
 
 def test_to_changes_only_the_embedding_dtype():
-    t = make().to(torch.bfloat16)
-    assert t.x.dtype == torch.bfloat16
-    assert t.pos.dtype == torch.float32 and t.modality.dtype == torch.long and t.pad.dtype == torch.bool
+    t = make()
+    t.pos[0, 0, 0] = 1.0 + 1e-3  # not representable in bfloat16
+    moved = t.to(torch.bfloat16)
+    assert moved.x.dtype == torch.bfloat16
+    assert moved.pos.dtype == torch.float32 and moved.modality.dtype == torch.long and moved.pad.dtype == torch.bool
+    assert torch.equal(moved.pos, t.pos)  # coordinates are not rounded through the new dtype
 
 
 def test_invariants_raise_naming_the_field():
