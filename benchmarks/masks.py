@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import record
 
 from omni import masks
-from omni.layers import attend
-from omni.mask_plans import PlanCache, block_mask, sparse_plan
+from omni.attention.kernels import attend
+from omni.attention.masks import block_mask
+from omni.attention.plans import PlanCache, sparse_plan
 from omni.tokens import Tokens
 
 HEADS, HEAD_DIM, RADIUS, GLOBALS = 6, 64, 64, 4

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from omni import masks as mask_lib
-from omni.mask_plans import BUCKET, AttentionPath, PlanCache, choose_path
+from omni.attention import masks as mask_lib
+from omni.attention.plans import BUCKET, AttentionPath, Plan, PlanCache, choose_path
 from omni.tokens import Tokens
 from omni.transformer import Transformer, TransformerConfig
 
@@ -160,9 +160,9 @@ class OmniModel(nn.Module):
             start += t.num_tokens
         return Tokens.cat([t for _, t in parts]), spans
 
-    def attention_plans(self, tokens: Tokens, path: AttentionPath) -> list[object]:
+    def attention_plans(self, tokens: Tokens, path: AttentionPath) -> list[Plan]:
         """One mask plan per layer: each distinct mask is built once (or fetched from the cache) and shared."""
-        built: dict[mask_lib.Mask, object] = {}
+        built: dict[mask_lib.Mask, Plan] = {}
         for m in self.layer_masks:
             if m not in built:
                 built[m] = self.plans.get(m, tokens, path)

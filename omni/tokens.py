@@ -255,7 +255,7 @@ def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
 
     Every batch row of every item is one sample; its padded tokens are dropped. Samples keep their own positions,
     groups and embeddings (so positions restart per sample); ``sample`` numbers them within their row, and the
-    always-applied sample boundary in ``omni.masks`` keeps them from attending each other.
+    always-applied sample boundary in ``omni.attention.masks`` keeps them from attending each other.
 
     Returns:
         the packed Tokens (R, max_len, D), unused slots padded, and the ``PackInfo`` that ``unpack`` needs.

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
-from omni import masks as mask_lib
-from omni.layers import MLP, ActName, Attention, DropPath, KVState, NormName, make_norm
-from omni.mask_plans import AttentionPath
-from omni.masks import Mask
+from omni.attention import masks as mask_lib
+from omni.attention.kernels import attend
+from omni.attention.masks import Mask
+from omni.attention.plans import AttentionPath, Plan
+from omni.layers import MLP, ActName, DropPath, NormName, make_norm
 
-__all__ = ["Block", "KVCache", "Transformer", "TransformerConfig"]
+__all__ = ["Attention", "Block", "KVCache", "KVState", "Transformer", "TransformerConfig"]
 
 
 @dataclass
@@ -120,6 +122,108 @@ class TransformerConfig:
 
 
 @dataclass
+class KVState:
+    """Keys and values kept between decoding steps for one attention layer.
+
+    Attributes:
+        k, v: (B, H, M, Dh) keys and values seen so far (None before the first step).
+        static: True for cross-attention, whose keys come from a fixed context and are computed once.
+    """
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+    static: bool = False
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ``scaled_dot_product_attention``.
+
+    One mask convention: a boolean mask, True = may attend. A query row whose mask allows no key returns zeros
+    (never NaN). ``mask=None`` means every key is allowed and takes SDPA's unmasked fast path.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        attn_dropout: float = 0.0,
+        proj_dropout: float = 0.0,
+        cross: bool = False,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"heads: expected a divisor of dim={dim}, got {heads}")
+        self.heads = heads
+        self.cross = cross
+        if cross:
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        head_dim = dim // heads
+        self.q_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.attn_dropout = attn_dropout
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_dropout)
+
+    def _project(self, x: Tensor, context: Tensor | None, state: KVState | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries from ``x``; keys/values from ``x`` (self) or ``context`` (cross), cached in ``state``."""
+        if not self.cross:
+            q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+            k = self.k_norm(k)
+            if state is not None:
+                if state.k is not None:
+                    k = torch.cat([state.k, k], dim=2)
+                    v = torch.cat([state.v, v], dim=2)
+                state.k, state.v = k, v
+            return self.q_norm(q), k, v
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads)
+        if state is not None and state.k is not None:
+            k, v = state.k, state.v
+        else:
+            if context is None:
+                raise ValueError("context: cross-attention expected a (B, M, D) context tensor, got None")
+            k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+            k = self.k_norm(k)
+            if state is not None:
+                state.k, state.v, state.static = k, v, True
+        return self.q_norm(q), k, v
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Plan = None,
+        *,
+        context: Tensor | None = None,
+        state: KVState | None = None,
+    ) -> Tensor:
+        """Attend.
+
+        Args:
+            x: (B, N, D) queries (and keys/values for self-attention).
+            mask: (B, N, M) or (B, 1, N, M) bool, True = may attend; None = all keys. With a KV cache, M counts
+                the cached keys too.
+            context: (B, M, D) keys/values for cross-attention.
+            state: this layer's ``KVState`` while decoding step by step.
+        Returns:
+            (B, N, D)
+        """
+        q, k, v = self._project(x, context, state)
+        dropout = self.attn_dropout if self.training else 0.0
+        out = attend(q, k, v, mask, dropout)
+        return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+
+
+@dataclass
 class KVCache:
     """Per-layer keys/values for step-by-step decoding. ``self_attn[i]`` grows by the new tokens of every call;
     ``cross_attn[i]`` holds the context's keys/values, computed on the first call."""
@@ -165,7 +269,7 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        mask: Tensor | None = None,
+        mask: Plan = None,
         *,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
@@ -208,7 +312,7 @@ class Transformer(nn.Module):
     def forward(
         self,
         x: Tensor,
-        mask: Tensor | Sequence[Tensor | None] | None = None,
+        mask: Plan | Sequence[Plan] = None,
         *,
         context: Tensor | None = None,
         context_pad: Tensor | None = None,

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omni import masks
-from omni.layers import attend, masked_sdpa
-from omni.mask_plans import BLOCK, PlanCache, choose_path, plan, sparse_plan
+from omni.attention.kernels import attend, masked_sdpa
+from omni.attention.plans import BLOCK, PlanCache, choose_path, plan, sparse_plan
 from omni.tokens import Tokens
 
 # ---------------------------------------------------------------------------- random metadata and expressions

@@ -3,8 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omni.layers import Attention
-from omni.transformer import Transformer, TransformerConfig
+from omni.transformer import Attention, Transformer, TransformerConfig
 
 
 def naive_attention(q, k, v, mask):

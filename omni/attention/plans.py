@@ -22,18 +22,21 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import torch
 from torch import Tensor
 
-from omni.masks import Mask, Side
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
+
+from omni.attention.masks import FLEX_BLOCK, Mask, Side, block_mask
 from omni.tokens import Tokens
 
-__all__ = ["BUCKET", "AttentionPath", "PlanCache", "SparsePlan", "choose_path", "plan"]
+__all__ = ["BUCKET", "AttentionPath", "Plan", "PlanCache", "SparsePlan", "choose_path", "plan"]
 
 AttentionPath = Literal["auto", "dense", "flex", "sparse"]
-BUCKET = 128  # sequence lengths are rounded up to a multiple of this on the flex path (and flex's block size)
+BUCKET = FLEX_BLOCK  # sequence lengths are rounded up to a multiple of this on the flex path
 BLOCK = 64  # query rows per block on the sparse path (64 beat 128 and 32 at 4,096 tokens, both directions)
 DENSE_ROW_FRACTION = 0.25  # a query allowed more than this share of keys is run densely (global tokens)
 SMALL = 512  # below this many tokens the dense path is the fastest everywhere
@@ -105,6 +108,11 @@ class SparsePlan:
         batch = self.out_index.numel() // self.n
         pairs = sum(g.mask.numel() for g in self.groups) + batch * self.n_dense * self.n
         return pairs / (batch * self.n * self.n)
+
+
+Plan: TypeAlias = "Tensor | SparsePlan | BlockMask | None"
+"""A mask in the form one attention path runs: None (nothing masked: SDPA's unmasked fast path), a dense
+(B, N, M) bool tensor, a ``SparsePlan`` or a FlexAttention ``BlockMask``."""
 
 
 def _row_chunks(n: int, b: int, budget: int = 1 << 24) -> int:
@@ -241,22 +249,6 @@ def _rows_mask(mask: Mask, tokens: Tokens, rows: Tensor, keys: Side) -> Tensor:
     return allowed & (rows < n).unsqueeze(-1)
 
 
-def block_mask(mask: Mask, tokens: Tokens):  # -> torch.nn.attention.flex_attention.BlockMask
-    """A FlexAttention BlockMask whose ``mask_mod`` evaluates the same predicate on single (q, kv) pairs."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    b, n = tokens.pad.shape
-    meta = (tokens.modality, tokens.pos, tokens.group, tokens.sample, tokens.pad, tokens.is_global)
-
-    def mask_mod(bi: Tensor, hi: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-        mod, pos, grp, smp, pad, glob = meta
-        q = Side(qi, mod[bi, qi], pos[bi, qi], grp[bi, qi], smp[bi, qi], pad[bi, qi], glob[bi, qi])
-        k = Side(ki, mod[bi, ki], pos[bi, ki], grp[bi, ki], smp[bi, ki], pad[bi, ki], glob[bi, ki])
-        return mask.with_boundaries(q, k)
-
-    return create_block_mask(mask_mod, b, None, n, n, device=tokens.x.device, BLOCK_SIZE=BUCKET)
-
-
 def choose_path(path: AttentionPath, n: int, device: torch.device, training: bool) -> AttentionPath:
     """``auto``: dense for short sequences, flex on CUDA, sparse on CPU.
 
@@ -272,7 +264,7 @@ def choose_path(path: AttentionPath, n: int, device: torch.device, training: boo
     return "sparse"
 
 
-def plan(mask: Mask, tokens: Tokens, path: AttentionPath):
+def plan(mask: Mask, tokens: Tokens, path: AttentionPath) -> Plan:
     """The mask in the form ``path`` runs: None (nothing masked), a dense bool tensor, a BlockMask or a SparsePlan."""
     if mask.is_full and bool(tokens.pad.all()) and bool((tokens.sample == tokens.sample[:, :1]).all()):
         return None
@@ -324,7 +316,7 @@ class PlanCache:
     def nbytes(self) -> int:
         return sum(size for _, size in self._plans.values())
 
-    def get(self, mask: Mask, tokens: Tokens, path: AttentionPath):
+    def get(self, mask: Mask, tokens: Tokens, path: AttentionPath) -> Plan:
         key = (mask, path, str(tokens.x.device), signature(tokens))
         if key in self._plans:
             self.hits += 1

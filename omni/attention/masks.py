@@ -27,7 +27,10 @@ from torch import Tensor
 
 from omni.tokens import Tokens
 
+FLEX_BLOCK = 128  # FlexAttention block size; the flex path pads sequences to a multiple of it
+
 __all__ = [
+    "FLEX_BLOCK",
     "Causal",
     "Full",
     "GlobalTokens",
@@ -36,6 +39,7 @@ __all__ = [
     "SameModality",
     "SameSample",
     "Side",
+    "block_mask",
     "causal",
     "from_name",
     "full",
@@ -118,8 +122,6 @@ class Mask:
 
     def block_mask(self, tokens: Tokens):  # -> torch.nn.attention.flex_attention.BlockMask
         """The FlexAttention ``BlockMask`` of the same mask (the fast path on CUDA, inference on CPU)."""
-        from omni.mask_plans import block_mask
-
         return block_mask(self, tokens)
 
     @property
@@ -358,3 +360,19 @@ def from_name(name: str | Mask) -> Mask:
     if name in _NAMED:
         return _NAMED[name]
     return parse(name)
+
+
+def block_mask(mask: Mask, tokens: Tokens):  # -> torch.nn.attention.flex_attention.BlockMask
+    """A FlexAttention BlockMask whose ``mask_mod`` evaluates the same predicate on single (q, kv) pairs."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, n = tokens.pad.shape
+    meta = (tokens.modality, tokens.pos, tokens.group, tokens.sample, tokens.pad, tokens.is_global)
+
+    def mask_mod(bi: Tensor, hi: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+        mod, pos, grp, smp, pad, glob = meta
+        q = Side(qi, mod[bi, qi], pos[bi, qi], grp[bi, qi], smp[bi, qi], pad[bi, qi], glob[bi, qi])
+        k = Side(ki, mod[bi, ki], pos[bi, ki], grp[bi, ki], smp[bi, ki], pad[bi, ki], glob[bi, ki])
+        return mask.with_boundaries(q, k)
+
+    return create_block_mask(mask_mod, b, None, n, n, device=tokens.x.device, BLOCK_SIZE=FLEX_BLOCK)

@@ -1,0 +1,144 @@
+"""Attention kernels: run SDPA on whichever form a mask plan took (None, a dense bool tensor, a ``SparsePlan`` or a
+FlexAttention ``BlockMask``). One convention everywhere: boolean masks, True = may attend; a query with no key to
+attend gets zeros, never NaN.
+
+Shape legend
+    B batch   H heads   N query tokens   M key tokens   Dh head width   G query blocks of one width
+    Bq rows per block   Kc key columns gathered per block   Rd dense query rows
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from omni.attention.plans import Plan, SparsePlan
+
+__all__ = ["attend", "flex_attention", "masked_sdpa", "safe_sdpa", "sparse_attention"]
+
+
+def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 0.0) -> Tensor:
+    """SDPA with a bool mask (True = may attend); a query row with no key gets zeros, never NaN.
+
+    Args:
+        q: (B, H, N, Dh); k, v: (B, H, M, Dh); mask: (B, N, M) or (B, 1|H, N, M) bool.
+    Returns:
+        (B, H, N, Dh)
+    """
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)  # the same mask for every head
+    if mask.shape[-2:] != (q.shape[2], k.shape[2]):
+        raise ValueError(f"mask: expected (B, N, M) = (.., {q.shape[2]}, {k.shape[2]}) bool, got {tuple(mask.shape)}")
+    has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, N, 1)
+    # A row with no key would give softmax over nothing (NaN): let it see everything, then zero it.
+    return safe_sdpa(q, k, v, mask | ~has_key, has_key, dropout)
+
+
+def safe_sdpa(q: Tensor, k: Tensor, v: Tensor, safe_mask: Tensor, has_key: Tensor | None, dropout: float) -> Tensor:
+    """SDPA on a mask already made safe (every row allows a key); ``has_key`` (.., N, 1) zeroes the rows that had
+    none, None when every row had one (a plan knows this in advance)."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout)
+    return out if has_key is None else out * has_key
+
+
+_workspace = threading.local()
+
+
+def _buffer(name: str, rows: int, like: Tensor) -> Tensor:
+    """A reusable (rows, width) buffer per thread, grown when needed: inference on the sparse path gathers into
+    these instead of allocating (and page-faulting) tens of MB of fresh temporaries every layer."""
+    width = like.shape[-1]
+    store = getattr(_workspace, "buffers", None)
+    if store is None:
+        store = _workspace.buffers = {}
+    key = (name, like.dtype, like.device)
+    buf = store.get(key)
+    if buf is None or buf.numel() < rows * width:
+        buf = store[key] = torch.empty(rows * width, dtype=like.dtype, device=like.device)
+    return buf[: rows * width].view(rows, width)
+
+
+def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout: float = 0.0) -> Tensor:
+    """Attention on a ``SparsePlan``: per group of query blocks, SDPA over the gathered key columns only.
+
+    Queries, keys and values are gathered as whole rows of (B * N, H * Dh) — a view of the projection's output, so
+    each gather is a plain row copy. With autograd, outputs are read back in token order with one more row
+    gather; without it, gathers go to reused buffers and outputs are written in place.
+
+    Args:
+        q, k, v: (B, H, N, Dh)
+    Returns:
+        (B, H, N, Dh), equal to ``masked_sdpa`` with the plan's dense mask.
+    """
+    b, h = q.shape[:2]
+
+    def rows(t: Tensor) -> Tensor:  # (B, H, N, Dh) -> (B * N, H * Dh), a view when t came from one projection
+        return rearrange(t, "b h n d -> (b n) (h d)")
+
+    qf, kf, vf = rows(q), rows(k), rows(v)
+    inference = not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+
+    def gather(name: str, src: Tensor, index: Tensor) -> Tensor:
+        if not inference:
+            return src.index_select(0, index)
+        return torch.index_select(src, 0, index, out=_buffer(name, index.numel(), src))
+
+    if inference:
+        out = torch.empty(qf.shape[0] + 1, qf.shape[1], dtype=q.dtype, device=q.device)  # + a dump row
+        out3 = rearrange(out, "t (h d) -> t h d", h=h)
+    outs = []
+    for g in plan.groups:
+        bq, kc = g.mask.shape[1:]
+        qb = rearrange(gather("q", qf, g.q_index), "(g q) (h d) -> g h q d", q=bq, h=h)
+        kb = rearrange(gather("k", kf, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+        vb = rearrange(gather("v", vf, g.kv_index), "(g k) (h d) -> g h k d", k=kc, h=h)
+        ob = safe_sdpa(qb, kb, vb, g.safe_mask, g.has_key, dropout)  # (G, H, Bq, Dh)
+        if inference:
+            out3.index_put_((g.write_index,), rearrange(ob, "g h q d -> g q h d"))
+        else:
+            outs.append(rearrange(ob, "g h q d -> (g q) (h d)"))
+    if plan.dense_q_index is not None:
+        qd = rearrange(qf.index_select(0, plan.dense_q_index), "(b r) (h d) -> b h r d", b=b, h=h)
+        od = masked_sdpa(qd, k, v, plan.dense_mask, dropout)  # (B, H, Rd, Dh)
+        if inference:
+            out3.index_put_((plan.dense_write_index,), rearrange(od, "b h r d -> b r h d"))
+        else:
+            outs.append(rearrange(od, "b h r d -> (b r) (h d)"))
+    if inference:
+        return rearrange(out[:-1], "(b n) (h d) -> b h n d", b=b, h=h)
+    out = torch.cat(outs).index_select(0, plan.out_index)  # (B * N, H * Dh) in token order
+    return rearrange(out, "(b n) (h d) -> b h n d", b=b, h=h)
+
+
+@functools.cache
+def _compiled_flex():
+    """FlexAttention compiled once per process (compiling is what makes it fast; lengths are bucketed upstream)."""
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return torch.compile(flex, dynamic=False)
+
+
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
+    """Compiled FlexAttention on a BlockMask. Fully masked rows give zeros."""
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        raise ValueError(
+            "attention: the 'flex' path has no CPU backward in torch 2.11; use 'sparse' or 'dense' to train on CPU"
+        )
+    return _compiled_flex()(q, k, v, block_mask=block_mask)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Plan, dropout: float = 0.0) -> Tensor:
+    """Run attention on whichever form the mask was built in: None (all keys), a dense bool tensor, a
+    ``SparsePlan`` or a FlexAttention ``BlockMask``. (B, H, N, Dh) in and out."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    if isinstance(mask, Tensor):
+        return masked_sdpa(q, k, v, mask, dropout)
+    if isinstance(mask, SparsePlan):
+        return sparse_attention(q, k, v, mask, dropout)
+    return flex_attention(q, k, v, mask)
