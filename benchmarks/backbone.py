@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import record
 
 from omni.model import OmniModel
-from omni.tasks.classification import ClassificationHead
+from omni.heads import ClassificationHead
 from omni.tokenizers import ImagePatchTokenizer
 from omni.transformer import TransformerConfig
 

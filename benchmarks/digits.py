@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
-from omni.tasks.image_data import digits_splits  # noqa: E402
+from omni.data import digits_splits  # noqa: E402
 
 
 def svc_accuracy(train_parts: list[str]) -> float:

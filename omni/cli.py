@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 __all__ = ["OmniCLI", "main"]
@@ -28,12 +28,26 @@ class OmniCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True, help="After fit, test the best checkpoint (fit only)."
         )
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        # Rich's progress bar wherever a progress bar is wanted and none was configured.
-        given = list(config.get("callbacks") or []) + list(callbacks)
-        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
-            callbacks = [*callbacks, RichProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured trainer, plus omni's defaults where the config names none of their kind: ``best`` and
+        ``last`` checkpoints (best by the task's ``monitor``) and Rich's progress bar."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
+        given = list(kwargs.pop("callbacks", None) or trainer.get("callbacks") or [])
+        if not isinstance(given, list):
+            given = [given]
+        extra: list[Callback] = []
+        if trainer.get("enable_checkpointing", True) is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in given
+        ):
+            monitor = getattr(self.model, "monitor", None)
+            mode = getattr(self.model, "monitor_mode", "min")
+            best = ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True)
+            best.CHECKPOINT_NAME_LAST = "last"
+            extra.append(best)
+        if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
+            extra.append(RichProgressBar())
+        return super().instantiate_trainer(callbacks=given + extra, **kwargs)
 
     def after_fit(self) -> None:
         if not self.config.get(self.subcommand, {}).get("test_after_fit", True):
@@ -90,7 +104,7 @@ def viz_masks(argv: list[str]) -> Path:
     from omni.viz import plot_masks
 
     p = argparse.ArgumentParser(prog="omni viz masks", description=viz_masks.__doc__)
-    p.add_argument("--config", required=True, help="a config of `omni fit` (model and data)")
+    p.add_argument("--config", required=True, action="append", help="a config of `omni fit` (repeat for overlays)")
     p.add_argument("--out", default="masks.png", help="PNG to write")
     p.add_argument("--sample", type=int, default=0, help="which sample of the batch to draw")
     p.add_argument("--split", choices=["train", "val", "test"], default="val", help="the data split to draw from")
@@ -101,29 +115,20 @@ def viz_masks(argv: list[str]) -> Path:
         auto_configure_optimizers=False,  # optimizer and schedule are the task's own (OmniTask.optim)
         run=False,
         save_config_callback=None,
-        args=["--config", a.config, "--trainer.logger", "false"],
+        args=[*(arg for c in a.config for arg in ("--config", c)), "--trainer.logger", "false"],
     )
     task, dm = cli.model, cli.datamodule
     model = getattr(task, "model", None)
-    if not hasattr(model, "tokenize") or not hasattr(task, "model_inputs"):
-        raise ValueError(
-            f"--config: expected a task with an OmniModel `model` and `model_inputs`, got {type(task).__name__}"
-        )
+    if not hasattr(model, "mask_panels") or not hasattr(task, "model_inputs"):
+        raise ValueError(f"--config: expected an omni task with an OmniModel `model`, got {type(task).__name__}")
     dm.prepare_data()
     dm.setup("fit" if a.split != "test" else "test")
     batch = next(iter(getattr(dm, f"{a.split}_dataloader")()))
     with torch.no_grad():
-        tokens, _ = model.tokenize(task.model_inputs(batch))
-    if not 0 <= a.sample < tokens.batch_size:
-        raise ValueError(f"--sample: expected an index in [0, {tokens.batch_size}), got {a.sample}")
-    one = type(tokens)(**{f: getattr(tokens, f)[a.sample : a.sample + 1] for f in tokens.__dataclass_fields__})
-    panels: dict[object, tuple[list[int], str]] = {}
-    for i, (m, name) in enumerate(zip(model.layer_masks, model.layer_mask_names, strict=True)):
-        layers, _ = panels.setdefault(m, ([], name))
-        layers.append(i)
-    drawn = [(f"layers {', '.join(map(str, layers))}: {name}", m.dense(one)[0]) for m, (layers, name) in panels.items()]
-    out = plot_masks(drawn, one.modality[0], model.modality_names, a.out, pad=one.pad[0])
-    print(f"masks: {out} ({len(drawn)} distinct masks, {one.num_tokens} tokens)")
+        view = model.mask_panels(task.model_inputs(batch), sample=a.sample)
+    drawn = view.panels
+    out = plot_masks(drawn, view.modality, view.names, a.out, pad=view.pad)
+    print(f"masks: {out} ({len(drawn)} distinct masks, {view.modality.numel()} tokens)")
     return out
 
 
@@ -142,7 +147,7 @@ def main(args: list[str] | None = None) -> None:
         subclass_mode_data=True,
         auto_configure_optimizers=False,  # optimizer and schedule are the task's own (OmniTask.optim)
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=args,  # None reads sys.argv (passing it explicitly makes LightningCLI warn)
     )
 
 

@@ -1,25 +1,37 @@
-"""The LightningModule base every task uses: AdamW, linear warmup then cosine, gradient clipping, per-epoch
-metric logging, checkpoint and run-directory hooks.
+"""The LightningModule base every task uses.
 
-A task subclasses ``OmniTask``, builds its model in ``__init__`` and implements ``step(batch, stage)``.
+``OmniTask`` builds its ``OmniModel`` from config (tokenizers and heads given by ``class_path`` without ``dim``,
+the trunk, extra tokens, which batch key feeds which tokenizer), and owns what every task repeats: the train / val /
+test step, per-stage metrics and their logging, ``predict_step``, AdamW with warmup + cosine, weight decay by
+module type, gradient clipping, RNG state in checkpoints (a resumed run continues exactly) and the run directory's
+artifacts. A task adds its loss, its metrics and its predictions in a short file under ``omni/tasks/``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
+from torchmetrics import Metric
 
-__all__ = ["OmniTask", "OptimConfig", "RunArtifacts", "warmup_cosine"]
+from omni.model import OmniModel
+from omni.transformer import TransformerConfig
+
+__all__ = ["STAGES", "OmniTask", "OptimConfig", "RunArtifacts", "Stage", "param_groups", "warmup_cosine"]
 
 Stage = Literal["train", "val", "test"]
+STAGES: tuple[Stage, ...] = ("train", "val", "test")
+DECAYED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @dataclass
@@ -28,7 +40,7 @@ class OptimConfig:
 
     Attributes:
         lr: peak learning rate, reached at the end of warmup.
-        weight_decay: AdamW decoupled weight decay; not applied to biases, norms, embeddings and extra tokens.
+        weight_decay: AdamW decoupled weight decay, applied to Linear and Conv weights only (see ``param_groups``).
         betas: AdamW betas.
         warmup: warmup length, as a fraction of all training steps (< 1) or a number of steps (>= 1).
         min_lr_ratio: the learning rate at the end of training, as a fraction of ``lr``.
@@ -63,27 +75,181 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _no_decay(name: str, param: nn.Parameter) -> bool:
-    """Biases, norm weights (1-D), embedding tables and learned tokens/positions are not decayed (timm, MAE)."""
-    return param.ndim <= 1 or "embed" in name or "extra_tokens" in name
+def _named_leaves(module: nn.Module) -> Iterator[tuple[str, str, nn.Module, nn.Parameter]]:
+    """(full name, own name, owning module, parameter) for every parameter, each once."""
+    seen: set[int] = set()
+    for prefix, m in module.named_modules():
+        for name, p in m.named_parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield (f"{prefix}.{name}" if prefix else name), name, m, p
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups decided by module type, as timm and MAE do: the ``weight`` of a Linear or Conv layer decays;
+    biases, norms, embedding tables, position tables and learned tokens do not. Any submodule may exclude more of
+    its own parameters with a ``no_weight_decay()`` method returning their names relative to it (timm's hook)."""
+    skip: set[str] = set()
+    for prefix, m in module.named_modules():
+        hook = getattr(m, "no_weight_decay", None)
+        if callable(hook):
+            skip |= {f"{prefix}.{n}" if prefix else n for n in hook()}
+    decay, keep = [], []
+    for full, name, owner, p in _named_leaves(module):
+        if p.requires_grad:
+            decays = name == "weight" and isinstance(owner, DECAYED) and full not in skip
+            (decay if decays else keep).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def _rng_state() -> dict[str, Any]:
+    """torch, NumPy and Python RNG states as tensors, ints and lists only (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 class OmniTask(L.LightningModule):
-    """Base of every task. Subclasses set ``monitor`` / ``monitor_mode`` (the metric that picks the ``best``
-    checkpoint) and implement ``step``, which returns the loss and logs the task's metrics."""
+    """Base of every task: ``self.model`` (an ``OmniModel``) built from config, and the loop around it.
+
+    A task implements ``loss`` (and usually ``update_metrics`` and ``predict``), registers its metrics with
+    ``add_metric``, and sets ``monitor`` / ``monitor_mode``: the metric that picks the ``best`` checkpoint.
+    """
 
     monitor: str = "val/loss"
     monitor_mode: Literal["min", "max"] = "min"
+    agree_with_data: tuple[str, ...] = ()  # attributes (``num_classes``) that must equal the data module's
 
-    def __init__(self, optim: OptimConfig | None = None) -> None:
+    def __init__(
+        self,
+        trunk: TransformerConfig,
+        tokenizers: dict[str, Callable[[int], nn.Module]],
+        heads: dict[str, Callable[[int], nn.Module]] | None = None,
+        extra_tokens: dict[str, int] | None = None,
+        inputs: dict[str, str] | None = None,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        """
+        Args:
+            trunk: the transformer's sizes (``dim``, ``depth``, ``heads``, ...) and mask schedule; ``dim`` is
+                given to every tokenizer and head.
+            tokenizers: {name: tokenizer given as ``class_path`` + ``init_args`` without ``dim``}.
+            heads: {name: head given the same way}; each reads the model's output.
+            extra_tokens: {name: count} learnable tokens put first in every sequence (``cls``, object queries).
+            inputs: {tokenizer name: batch key} where each tokenizer's raw input sits in a batch. Default: the
+                batch's ``inputs`` dict when it has one, else the batch key equal to the tokenizer's name.
+            optim: optimizer and schedule settings.
+        """
         super().__init__()
         self.optim = optim if optim is not None else OptimConfig()
+        cfg = trunk if isinstance(trunk, TransformerConfig) else TransformerConfig.from_dict(trunk)
+        self.model = OmniModel(
+            tokenizers={name: make(cfg.dim) for name, make in tokenizers.items()},
+            trunk=cfg,
+            heads={name: make(cfg.dim) for name, make in (heads or {}).items()},
+            extra_tokens=extra_tokens,
+        )
+        unknown = sorted(set(inputs or {}) - set(self.model.tokenizers))
+        if unknown:
+            raise ValueError(
+                f"inputs: unknown tokenizer names {unknown}; expected some of {sorted(self.model.tokenizers)}"
+            )
+        self.inputs = dict(inputs or {})
+        self.metrics = nn.ModuleDict()
+        self._resume_rng: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the task's part
-    def step(self, batch: Any, stage: Stage) -> Tensor:
-        raise NotImplementedError
+    def loss(self, outputs: dict[str, Any], batch: Any, stage: Stage) -> Tensor | dict[str, Tensor]:
+        """The loss to minimise, or {"loss": total, name: part, ...} to log the parts too."""
+        raise NotImplementedError(f"{type(self).__name__}: a task implements loss(outputs, batch, stage)")
 
-    # ------------------------------------------------------------------ Lightning hooks
+    def update_metrics(self, outputs: dict[str, Any], batch: Any, stage: Stage) -> None:
+        """Feed this stage's metrics (``self.stage_metrics(stage)``); they are logged once per epoch."""
+
+    def predict(self, outputs: dict[str, Any], batch: Any) -> Any:
+        """What ``omni predict`` saves for one batch (default: every head's output)."""
+        return {k: v for k, v in outputs.items() if k != "output"}
+
+    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
+        """Pictures and files a task writes after ``stage`` (e.g. a confusion matrix after test). Default: none."""
+
+    # ------------------------------------------------------------------ inputs and metrics
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The model's ``{tokenizer name: raw input}`` from a batch (see ``inputs``)."""
+        if not self.inputs and isinstance(batch.get("inputs"), Mapping):
+            return dict(batch["inputs"])
+        keys = {name: self.inputs.get(name, name) for name in self.model.tokenizers}
+        missing = sorted(k for k in keys.values() if k not in batch)
+        if len(missing) == len(keys):
+            raise ValueError(
+                f"batch: expected some of the keys {sorted(keys.values())} (see `inputs`), got {sorted(batch)}"
+            )
+        return {name: batch[key] for name, key in keys.items() if key in batch}
+
+    def add_metric(self, name: str, make: Callable[[], Metric], stages: tuple[Stage, ...] = STAGES) -> None:
+        """Register a torchmetrics metric under ``{stage}/{name}``, one instance per stage."""
+        for stage in stages:
+            self.metrics[f"{stage}_{name}"] = make()
+
+    def stage_metrics(self, stage: Stage) -> dict[str, Metric]:
+        """{name: metric} of one stage."""
+        prefix = f"{stage}_"
+        return {k.removeprefix(prefix): m for k, m in self.metrics.items() if k.startswith(prefix)}
+
+    @staticmethod
+    def batch_size_of(inputs: Mapping[str, Any]) -> int:
+        """The batch size of a batch's model inputs (the first tensor's leading size)."""
+        for value in inputs.values():
+            if isinstance(value, Mapping):
+                value = next(iter(value.values()), None)
+            if isinstance(value, Tensor):
+                return int(value.shape[0])
+        raise ValueError("batch: expected at least one tensor among the model inputs")
+
+    # ------------------------------------------------------------------ the loop
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        for name in self.agree_with_data:
+            mine, theirs = getattr(self, name), getattr(data, name, None)
+            if theirs is not None and theirs != mine:
+                raise ValueError(f"model.{name}: expected the data module's {name}={theirs!r}, got {mine!r}")
+
+    def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """{tokenizer name: raw input} -> {head name: output, "output": ModelOutput}"""
+        return self.model(inputs)
+
+    def step(self, batch: Any, stage: Stage) -> Tensor:
+        inputs = self.model_inputs(batch)
+        outputs = self(inputs)
+        result = self.loss(outputs, batch, stage)
+        parts = result if isinstance(result, dict) else {"loss": result}
+        if "loss" not in parts:
+            raise ValueError(
+                f"{type(self).__name__}.loss: expected a tensor or a dict with 'loss', got {sorted(parts)}"
+            )
+        size = self.batch_size_of(inputs)
+        on_step = stage == "train"
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss", batch_size=size)
+        with torch.no_grad():
+            self.update_metrics(outputs, batch, stage)
+        for name, metric in self.stage_metrics(stage).items():
+            if metric.update_called:
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=True)
+        return parts["loss"]
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.step(batch, "train")
 
@@ -93,17 +259,13 @@ class OmniTask(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.step(batch, "test")
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.predict(self(self.model_inputs(batch)), batch)
+
+    # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if param.requires_grad:
-                (no_decay if _no_decay(name, param) else decay).append(param)
         cfg = self.optim
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=tuple(cfg.betas),
-        )
+        opt = torch.optim.AdamW(param_groups(self, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
@@ -119,15 +281,26 @@ class OmniTask(L.LightningModule):
                 optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
             )
 
-    def configure_callbacks(self) -> list[Callback]:
-        """``last`` and ``best`` checkpoints (best by ``monitor``) and the run directory's plots and metrics."""
-        best = ModelCheckpoint(
-            filename="best", monitor=self.monitor, mode=self.monitor_mode, save_top_k=1, save_last=True
-        )
-        best.CHECKPOINT_NAME_LAST = "last"
-        return [best, RunArtifacts()]
+    # ------------------------------------------------------------------ checkpoints and resuming
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the RNG states (shuffling, augmentation, dropout draw from them) so a resumed run continues exactly."""
+        checkpoint["omni_rng"] = _rng_state()
 
-    # ------------------------------------------------------------------ run directory
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resume_rng = checkpoint.get("omni_rng")
+
+    def on_train_epoch_start(self) -> None:
+        # Restored here, not at load time: the sanity check and set-up between load and the first resumed epoch
+        # draw from the RNG too, and the uninterrupted run did not make those draws.
+        if self._resume_rng is not None:
+            _set_rng_state(self._resume_rng)
+            self._resume_rng = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The run directory's metrics and plots (``RunArtifacts``), unless the trainer has them already."""
+        have = self._trainer is not None and any(isinstance(c, RunArtifacts) for c in self.trainer.callbacks)
+        return [] if have else [RunArtifacts()]
+
     @property
     def run_dir(self) -> Path | None:
         """Where this run writes its config, checkpoints, metrics and plots (the logger's directory)."""
@@ -136,9 +309,6 @@ class OmniTask(L.LightningModule):
             return None
         path = trainer.log_dir or trainer.default_root_dir
         return Path(path) if path else None
-
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        """Extra pictures a task draws after ``stage`` (e.g. a confusion matrix after test). Default: none."""
 
 
 class RunArtifacts(Callback):

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from omni.cli import OmniCLI, main
-from omni.tasks.image_data import digits_splits
+from omni.data import digits_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -4,7 +4,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from omni.model import OmniModel
-from omni.tasks.classification import ClassificationHead
+from omni.heads import ClassificationHead
 from omni.tokenizers import ImagePatchTokenizer
 from omni.transformer import TransformerConfig
 

@@ -1,6 +1,6 @@
 import torch
 
-from omni.tasks.synthetic_fusion import NEAR_FAR_M, SyntheticFusionDataModule, make_scenes
+from omni.data.fusion_toy import NEAR_FAR_M, SyntheticFusionDataModule, make_scenes
 
 
 def test_scenes_are_seeded_and_labels_follow_the_objects_radar_return():
@@ -26,6 +26,7 @@ def test_camera_blob_is_on_the_objects_side():
 
 def test_batches_have_the_multimodal_layout():
     dm = SyntheticFusionDataModule(num_train=10, num_val=4, num_test=4, batch_size=5)
+    dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["inputs"]["camera"].shape == (5, 3, 32, 32)
     assert batch["inputs"]["radar"]["x"].shape == (5, 24, 4) and batch["inputs"]["radar"]["mask"].dtype == torch.bool

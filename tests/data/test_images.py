@@ -7,7 +7,6 @@ import inspect
 import os
 import pickle
 import struct
-import time
 from pathlib import Path
 
 import lightning as L
@@ -19,14 +18,15 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torchvision.transforms import v2
 
-import omni.tasks.image_data as image_data
-from omni.tasks.image_data import (
+import omni.data as image_data
+from omni.data import (
     DigitsDataModule,
+    ImageAugment,
     ImageFolderDataModule,
     TorchvisionDataModule,
     digits_splits,
-    random_affine,
 )
+from omni.data.augment import random_affine
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -157,12 +157,26 @@ def test_digits_with_a_lightning_trainer():
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"batch_size": 0}, "batch_size"),
-        ({"augment_strength": -1}, "augment_strength"),
+        ({"augment": "yes"}, "augment"),
     ],
 )
 def test_digits_bad_arguments(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DigitsDataModule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"affine": -1.0}, "augment.affine"),
+        ({"crop": "random"}, "augment.crop"),
+        ({"crop_scale": (0.8, 0.5)}, "augment.crop_scale"),
+        ({"crop_padding": -2}, "augment.crop_padding"),
+    ],
+)
+def test_image_augment_bad_values(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ImageAugment(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -228,16 +242,6 @@ def test_augmented_digits_stay_close_to_the_original():
     assert 0.5 < corr.mean() < 0.95  # recognisably the same digit, but really moved
     # The background stays blank: pixels that come from outside the image read `fill`, not 0.
     assert warped.min() >= fill - 1e-4 and torch.isclose(warped, torch.tensor(fill)).float().mean() > 0.2
-
-
-def test_augmentation_cost_per_epoch():
-    dm = DigitsDataModule()
-    dm.setup("fit")
-    images, fill = dm.train_set.images, -dm.mean / dm.std
-    start = time.perf_counter()
-    for chunk in images.split(64):  # one epoch, batch by batch
-        random_affine(chunk, fill=fill)
-    assert time.perf_counter() - start < 0.5  # measured ≈ 10 ms on one core
 
 
 def test_random_affine_geometry(monkeypatch):
@@ -479,3 +483,21 @@ def test_every_init_argument_is_documented(cls):
             assert not isinstance(param.default, list | dict), f"{cls.__name__}.{name} has a mutable default"
     assert image_data.__all__  # the module's public names exist
     assert all(hasattr(image_data, n) for n in image_data.__all__)
+
+
+def test_augmentation_is_a_config_choice_per_data_module():
+    # Digits never flip by default (a flipped digit is another glyph); a config can ask for flips and nothing else.
+    assert not DigitsDataModule().augment.hflip and DigitsDataModule().augment.affine > 0
+    assert DigitsDataModule(augment=False).augment == ImageAugment()
+    flips = DigitsDataModule(batch_size=256, augment=ImageAugment(hflip=True))
+    flips.setup("fit")
+    L.seed_everything(0, verbose=False)
+    batch = _first(flips.train_dataloader())
+    rows = flips.train_set.images
+    same = [any(torch.equal(img, r) for r in rows) for img in batch["image"]]
+    mirrored = [any(torch.equal(img.flip(-1), r) for r in rows) for img in batch["image"]]
+    assert all(a or b for a, b in zip(same, mirrored, strict=True))  # each image is a row or its mirror, unwarped
+    assert 0.3 < np.mean([b and not a for a, b in zip(same, mirrored, strict=True)]) < 0.7  # about half flipped
+    # The torchvision recipes: CIFAR flips and pad-crops; the MNISTs pad-crop without flipping.
+    assert TorchvisionDataModule("CIFAR10").augment == ImageAugment(hflip=True, crop="pad", crop_padding=4)
+    assert TorchvisionDataModule("MNIST").augment == ImageAugment(crop="pad", crop_padding=2)

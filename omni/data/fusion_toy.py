@@ -6,17 +6,18 @@ point on it (range, azimuth, Doppler, RCS) among clutter points; the ego state i
 where the object is: near/far x left/right (4 classes), so either sensor alone can tell, and both together best.
 
 Batches: ``{"inputs": {"camera": (B, 3, H, W), "radar": {"x": (B, M, 4), "mask": (B, M)}, "ego": {"x": (B, 2)}},
-"label": (B,)}`` — the layout ``MultimodalClassifier`` reads.
+"label": (B,)}`` — the layout ``omni.tasks.classification.Classifier`` reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from omni.data.base import OmniDataModule
 
 __all__ = ["SyntheticFusionDataModule", "make_scenes"]
 
@@ -90,7 +91,7 @@ class _Scenes(Dataset):
         }
 
 
-class SyntheticFusionDataModule(L.LightningDataModule):
+class SyntheticFusionDataModule(OmniDataModule):
     """Synthetic camera + radar + ego scenes (offline, seeded): 4 classes, near/far x left/right."""
 
     num_classes = len(CLASSES)
@@ -116,35 +117,17 @@ class SyntheticFusionDataModule(L.LightningDataModule):
             batch_size: scenes per batch.
             seed: seed of the scene generator (train, val and test use seed, seed + 1, seed + 2).
         """
-        super().__init__()
+        super().__init__(batch_size)
         for name, value in (("num_train", num_train), ("img_size", img_size), ("radar_points", radar_points)):
             if value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive int, got {batch_size}")
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.img_size, self.radar_points = img_size, radar_points
-        self.batch_size, self.seed = batch_size, seed
-        self.sets: dict[str, _Scenes] = {}
+        self.img_size, self.radar_points, self.seed = img_size, radar_points, seed
 
     def setup(self, stage: str | None = None) -> None:
-        if self.sets:
+        if self.train_set is not None:
             return
-        for i, (split, n) in enumerate(self.sizes.items()):
-            self.sets[split] = _Scenes(make_scenes(n, self.img_size, self.radar_points, self.seed + i))
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        return DataLoader(self.sets[split], batch_size=self.batch_size, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+        self.train_set, self.val_set, self.test_set = (
+            _Scenes(make_scenes(n, self.img_size, self.radar_points, self.seed + i))
+            for i, n in enumerate(self.sizes.values())
+        )

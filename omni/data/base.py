@@ -1,0 +1,100 @@
+"""The one base every omni data module builds on: argument checks, seeded held-out splits, and the loaders.
+
+A data module subclasses ``OmniDataModule``, fills ``train_set``, ``val_set`` and ``test_set`` in ``setup`` and, if a
+split needs batch-level work (augmenting a whole batch at once, padding, packing), overrides ``collate``.
+``predict`` reads the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+__all__ = ["OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
+
+Split = Literal["train", "val", "test"]
+
+
+def check_fraction(name: str, value: float) -> None:
+    """A share of a data set: strictly between 0 and 1."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name}: expected a fraction in (0, 1), got {value}")
+
+
+def pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    """An (H, W) size from one side or a pair."""
+    if isinstance(v, int):
+        v = (v, v)
+    if len(v) != 2 or any(int(s) < 1 for s in v):
+        raise ValueError(f"{name}: expected a positive int or a pair (H, W), got {v!r}")
+    return (int(v[0]), int(v[1]))
+
+
+def held_out_split(labels: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(len(labels))`` into sorted (keep, held_out) index arrays, ``n_out`` held out.
+
+    Stratified when every class can give at least one sample to each side; plain shuffling otherwise (tiny sets).
+    """
+    idx = np.arange(len(labels))
+    if not 1 <= n_out < len(labels):
+        raise ValueError(f"cannot hold out {n_out} of {len(labels)} samples: expected at least one on each side")
+    _, counts = np.unique(labels, return_counts=True)
+    can_stratify = counts.min() >= 2 and len(counts) <= n_out <= len(labels) - len(counts)
+    keep, out = train_test_split(
+        idx, test_size=n_out, stratify=labels if can_stratify else None, random_state=seed, shuffle=True
+    )
+    return np.sort(keep), np.sort(out)
+
+
+class OmniDataModule(L.LightningDataModule):
+    """Loaders over ``train_set`` / ``val_set`` / ``test_set``: training batches shuffled (by torch's global RNG,
+    whose state omni's checkpoints keep, so a resumed run sees the same order), the others in order."""
+
+    def __init__(self, batch_size: int, num_workers: int = 0) -> None:
+        """
+        Args:
+            batch_size: samples per batch.
+            num_workers: DataLoader worker processes; 0 loads in the main process.
+        """
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def collate(self, split: Split) -> Callable[[list[Any]], Any]:
+        """How a list of items becomes a batch for ``split`` (default: ``default_collate``)."""
+        return default_collate
+
+    def _loader(self, ds: Dataset | None, split: Split) -> DataLoader:
+        if ds is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate(split),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test")
