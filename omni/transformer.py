@@ -256,7 +256,7 @@ class KVCache:
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (R,) long, in that order (beam search): every cached K/V, context included."""
-        self._apply(lambda t: t.index_select(0, index), cross=True)
+        self._apply(lambda t: t.index_select(0, index.to(t.device)), cross=True)
 
     def expand(self, beams: int) -> None:
         """Repeat each batch row ``beams`` times in place (rows b*beams ... b*beams + beams-1 copy row b)."""
