@@ -1,13 +1,14 @@
-"""OmniModel: tokenizers + modality tags + learnable extra tokens + one trunk + heads.
+"""OmniModel: tokenizers + modality tags + learnable extra tokens + one trunk + heads; an encoder–decoder of two.
 
 Shape legend
-    B batch   N tokens in the joint sequence   D width   E extra tokens of one name (CLS: 1)
+    B batch   N tokens in the joint sequence (new tokens when decoding)   C cached tokens   D width
+    E extra tokens of one name (CLS: 1)   M context (memory) tokens: an encoder's output, for cross-attention
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -15,10 +16,11 @@ from torch import Tensor, nn
 
 from omni.attention import masks as mask_lib
 from omni.attention.plans import BUCKET, AttentionPath, Plan, PlanCache, choose_path
+from omni.decoding import DecodeState
 from omni.tokens import Tokens
 from omni.transformer import Transformer, TransformerConfig
 
-__all__ = ["ModelOutput", "OmniModel"]
+__all__ = ["EncoderDecoder", "MaskPanels", "ModelOutput", "OmniModel"]
 
 
 @dataclass
@@ -44,6 +46,28 @@ class ModelOutput:
             part = self.tokens[self.spans[name]]
         weight = part.pad.unsqueeze(-1).to(part.x.dtype)
         return (part.x * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+
+Context = ModelOutput | Tokens
+"""A decoder's memory: an encoder's ``ModelOutput`` or ``Tokens``; its ``x`` (B, M, D) and ``pad`` (B, M) are used."""
+
+
+@dataclass
+class MaskPanels:
+    """Each distinct layer mask of one sample, for drawing (``omni.viz.plot_masks``).
+
+    Attributes:
+        panels: [(title, (N, N) bool mask)], one per distinct mask, titled by the layers using it
+            ("layers 0, 1: local"); True = may attend.
+        modality: (N,) long index into ``names`` of every token.
+        pad: (N,) bool, True where the token is real.
+        names: the model's modality table.
+    """
+
+    panels: list[tuple[str, Tensor]]
+    modality: Tensor
+    pad: Tensor
+    names: list[str]
 
 
 class OmniModel(nn.Module):
@@ -113,11 +137,12 @@ class OmniModel(nn.Module):
     def dim(self) -> int:
         return self.trunk.config.dim
 
-    def tokenize(self, inputs: Mapping[str, Any]) -> tuple[Tokens, dict[str, slice]]:
+    def tokenize(self, inputs: Mapping[str, Any], extras: bool = True) -> tuple[Tokens, dict[str, slice]]:
         """Run every tokenizer whose input is present and join the results after the extra tokens.
 
         Args:
             inputs: {tokenizer name: raw input}; a dict value is passed as keyword arguments.
+            extras: put the learnable extra tokens first (False when decoding past the first step).
         Returns:
             the joint ``Tokens`` (modality tags already mapped onto the model's table, embeddings not yet added)
             and {name: slice of N} for every extra-token name and present tokenizer.
@@ -151,6 +176,7 @@ class OmniModel(nn.Module):
                 ),
             )
             for key, p in self.extra_tokens.items()
+            if extras
         ]
         parts = extras + parts  # extra tokens first, as ViT puts its CLS token
         spans: dict[str, slice] = {}
@@ -168,9 +194,30 @@ class OmniModel(nn.Module):
                 built[m] = self.plans.get(m, tokens, path)
         return [built[m] for m in self.layer_masks]
 
-    def mix(self, tokens: Tokens) -> Tokens:
+    def _memory(self, context: Context | None) -> tuple[Tensor | None, Tensor | None]:
+        """The context's (x (B, M, D), pad (B, M)) for cross-attention, checked against this model's trunk."""
+        cross = self.trunk.config.cross_attention
+        if context is None:
+            if cross:
+                raise ValueError(
+                    "context: this model's trunk has cross-attention (cross_attention: true) and expected a context "
+                    "(an encoder's ModelOutput or Tokens), got None"
+                )
+            return None, None
+        if not cross:
+            raise ValueError("context: this model's trunk has no cross-attention (cross_attention: false), got one")
+        tokens = context.tokens if isinstance(context, ModelOutput) else context
+        if not isinstance(tokens, Tokens):
+            raise ValueError(f"context: expected an encoder's ModelOutput or Tokens, got {type(context).__name__}")
+        if tokens.dim != self.dim:
+            raise ValueError(f"context.x: expected width D={self.dim} like this model's trunk, got {tokens.dim}")
+        return tokens.x, tokens.pad
+
+    def mix(self, tokens: Tokens, context: Context | None = None) -> Tokens:
         """Tag, mask, run the trunk: the joint (or packed) Tokens in, the same Tokens with the trunk's output
-        ``x`` (B, N, D) out. Masks are built once here (or fetched from the cache) and shared by the layers."""
+        ``x`` (B, N, D) out. Masks are built once here (or fetched from the cache) and shared by the layers.
+        ``context``: the memory (B, M, D) that a cross-attention trunk attends (padded memory is never attended)."""
+        memory, memory_pad = self._memory(context)
         n = tokens.num_tokens
         x = tokens.x + self.modality_embed(tokens.modality).to(tokens.x.dtype)
         tokens = tokens.replace(x=x)
@@ -178,21 +225,158 @@ class OmniModel(nn.Module):
         if path == "flex":  # round the length up so that a changing length does not recompile every step
             tokens = tokens.pad_to(-(-n // BUCKET) * BUCKET)
         layer_plans = self.attention_plans(tokens, path)
-        return tokens.replace(x=self.trunk(tokens.x, layer_plans))[slice(0, n)]
+        y = self.trunk(tokens.x, layer_plans, context=memory, context_pad=memory_pad)
+        return tokens.replace(x=y)[slice(0, n)]
 
-    def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def _output(self, tokens: Tokens, spans: dict[str, slice]) -> ModelOutput:
+        extras = {key: tokens.x[:, spans[key]] for key in self.extra_tokens if key in spans}
+        token_spans = {key: s for key, s in spans.items() if key in self.tokenizers}
+        return ModelOutput(tokens=tokens, extras=extras, spans=token_spans)
+
+    def _read_out(self, out: ModelOutput) -> dict[str, Any]:
+        result: dict[str, Any] = {name: head(out) for name, head in self.heads.items()}
+        result["output"] = out
+        return result
+
+    def encode(self, inputs: Mapping[str, Any], context: Context | None = None) -> ModelOutput:
+        """Tokenize, tag, mix; no heads. An encoder's output is a decoder's ``context``.
+
+        Args:
+            inputs: {tokenizer name: raw input (a tensor, or a dict of keyword arguments)}.
+            context: for a cross-attention trunk, the memory: another model's ``ModelOutput`` or ``Tokens``
+                (x (B, M, D), pad (B, M)).
+        Returns:
+            the ``ModelOutput``: tokens x (B, N, D), extras, spans.
+        """
+        tokens, spans = self.tokenize(inputs)
+        return self._output(self.mix(tokens, context), spans)
+
+    def forward(self, inputs: Mapping[str, Any], context: Context | None = None) -> dict[str, Any]:
         """Tokenize, tag, mix, read out.
 
         Args:
             inputs: {tokenizer name: raw input (a tensor, or a dict of keyword arguments)}.
+            context: for a cross-attention trunk (a decoder), the memory it attends: an encoder's ``ModelOutput``
+                or ``Tokens`` (x (B, M, D), pad (B, M)); see ``encode``.
         Returns:
-            {head name: head output}, plus ``"output"``: the ``ModelOutput`` itself.
+            {head name: head output}, plus ``"output"``: the ``ModelOutput`` (tokens x (B, N, D)) itself.
         """
-        tokens, spans = self.tokenize(inputs)
-        tokens = self.mix(tokens)
-        extras = {key: tokens.x[:, spans[key]] for key in self.extra_tokens}
-        token_spans = {key: s for key, s in spans.items() if key in self.tokenizers}
-        out = ModelOutput(tokens=tokens, extras=extras, spans=token_spans)
-        result: dict[str, Any] = {name: head(out) for name, head in self.heads.items()}
-        result["output"] = out
+        return self._read_out(self.encode(inputs, context))
+
+    # ------------------------------------------------------------------ decoding step by step
+    def start_decoding(self, context: Context | None = None, *, window: int | None = None) -> DecodeState:
+        """An empty decoding state; a cross-attention trunk's keys/values of ``context`` are computed here, once.
+
+        Args:
+            context: the memory (x (B, M, D), pad (B, M)) of an encoder; required when the trunk has
+                cross-attention. ``state.expand(beams)`` repeats it for a beam search.
+            window: keep only the tokens of the newest ``window`` groups (RL timesteps) in the cache: a rolling
+                window. Equal to a full forward when the layer masks themselves look back at most ``window``
+                groups, e.g. ``causal(by="group", window=window)``.
+        """
+        memory, memory_pad = self._memory(context)
+        return DecodeState(cache=self.trunk.new_cache(memory, memory_pad), window=window)
+
+    def step(self, inputs: Mapping[str, Any] | Tokens, state: DecodeState) -> dict[str, Any]:
+        """Run the trunk on new tokens only, against every cached key, and add them to ``state``.
+
+        Each layer's mask rows for the N new queries against the C cached + N new keys come from the model's own
+        layer masks over the cached and new tokens' metadata, so a step gives what a full forward over the whole
+        sequence gives at those tokens, as long as no earlier token may attend a later one (causal masks).
+
+        Args:
+            inputs: raw inputs as in ``forward`` for the new tokens only (the extra tokens enter on the first
+                step); or ``Tokens`` from ``tokenize`` (modality tags already on the model's table), e.g. a slice
+                of them for a partial step such as a Decision Transformer's (R_t, s_t) before a_t is chosen.
+            state: from ``start_decoding``; extended in place (and rolled when it has a window).
+        Returns:
+            {head name: head output on the new tokens}, plus ``"output"``: the ``ModelOutput`` of the new tokens
+            (tokens x (B, N, D); spans relative to them).
+        """
+        if not isinstance(state, DecodeState):
+            raise ValueError(f"state: expected a DecodeState from start_decoding(), got {type(state).__name__}")
+        if isinstance(inputs, Tokens):
+            new, spans = inputs, {}
+        else:
+            new, spans = self.tokenize(inputs, extras=state.steps == 0)
+        new = new.replace(x=new.x + self.modality_embed(new.modality).to(new.x.dtype))
+        past = state.length
+        seen = state.append(new)  # metadata of the C + N tokens
+        rows = torch.arange(past, past + new.num_tokens, device=new.x.device)
+        one_sample = bool((seen.sample == seen.sample[:, :1]).all())
+        nothing_masked = bool(seen.pad.all()) and one_sample
+        built: dict[mask_lib.Mask, Plan] = {}
+        for m in self.layer_masks:
+            if m not in built:
+                built[m] = None if m.is_full and nothing_masked else m.dense(seen, rows)  # (B, N, C + N)
+        y = self.trunk(new.x, [built[m] for m in self.layer_masks], cache=state.cache)
+        state.roll()
+        return self._read_out(self._output(new.replace(x=y), spans))
+
+    # ------------------------------------------------------------------ pictures
+    def mask_panels(self, inputs: Mapping[str, Any], sample: int = 0) -> MaskPanels:
+        """Each distinct layer mask of one sample of a batch, as dense (N, N) bool pictures.
+
+        Args:
+            inputs: {tokenizer name: raw input}, as in ``forward``.
+            sample: which batch row to draw.
+        """
+        with torch.no_grad():
+            tokens, _ = self.tokenize(inputs)
+        if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < tokens.batch_size:
+            raise ValueError(f"sample: expected an index in [0, {tokens.batch_size}), got {sample!r}")
+        one = Tokens(**{f.name: getattr(tokens, f.name)[sample : sample + 1] for f in fields(tokens)})
+        layers: dict[mask_lib.Mask, tuple[list[int], str]] = {}
+        for i, (m, name) in enumerate(zip(self.layer_masks, self.layer_mask_names, strict=True)):
+            layers.setdefault(m, ([], name))[0].append(i)
+        panels = [(f"layers {', '.join(map(str, ids))}: {name}", m.dense(one)[0]) for m, (ids, name) in layers.items()]
+        return MaskPanels(panels=panels, modality=one.modality[0], pad=one.pad[0], names=list(self.modality_names))
+
+
+class EncoderDecoder(nn.Module):
+    """An encoder ``OmniModel`` whose output is the memory of a decoder ``OmniModel`` with cross-attention
+    (Whisper: audio encoder, text decoder). Encode once, decode many times: ``start_decoding`` then ``step``."""
+
+    def __init__(self, encoder: OmniModel, decoder: OmniModel) -> None:
+        """
+        Args:
+            encoder: reads the source (audio, images, ...); its heads (e.g. CTC) run in ``forward`` too.
+            decoder: a model whose trunk has ``cross_attention: true`` and the encoder's width.
+        """
+        super().__init__()
+        for name, m in (("encoder", encoder), ("decoder", decoder)):
+            if not isinstance(m, OmniModel):
+                raise ValueError(f"{name}: expected an OmniModel, got {type(m).__name__}")
+        if not decoder.trunk.config.cross_attention:
+            raise ValueError("decoder: expected a trunk with cross_attention: true, got cross_attention: false")
+        if encoder.dim != decoder.dim:
+            raise ValueError(f"decoder: expected width dim={encoder.dim} like the encoder, got dim={decoder.dim}")
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, enc_inputs: Mapping[str, Any]) -> ModelOutput:
+        """The memory: the encoder's ``ModelOutput`` (tokens x (B, M, D), pad (B, M))."""
+        return self.encoder.encode(enc_inputs)
+
+    def forward(self, enc_inputs: Mapping[str, Any], dec_inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Teacher-forced: encode the source, decode the whole target under the decoder's (causal) masks.
+
+        Args:
+            enc_inputs: the encoder's raw inputs; its tokens become the memory (B, M, D).
+            dec_inputs: the decoder's raw inputs (B, N) for the whole target.
+        Returns:
+            the decoder's {head name: output} and ``"output"`` (tokens x (B, N, D)), plus ``"encoder"``: the
+            encoder's own {head name: output, "output": ModelOutput}.
+        """
+        enc = self.encoder(enc_inputs)
+        result = self.decoder(dec_inputs, context=enc["output"])
+        result["encoder"] = enc
         return result
+
+    def start_decoding(self, enc_inputs: Mapping[str, Any], *, window: int | None = None) -> DecodeState:
+        """Encode once; a decoding state whose cross-attention keys/values hold the memory."""
+        return self.decoder.start_decoding(self.encode(enc_inputs), window=window)
+
+    def step(self, dec_inputs: Mapping[str, Any] | Tokens, state: DecodeState) -> dict[str, Any]:
+        """One decoder step on new tokens (B, N); see ``OmniModel.step``."""
+        return self.decoder.step(dec_inputs, state)

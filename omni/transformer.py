@@ -1,12 +1,13 @@
 """The shared trunk: pre-norm transformer blocks, modality-blind.
 
 Shape legend
-    B batch   N tokens   M context tokens (cross-attention)   D width   L depth
+    B batch   N tokens (new tokens when decoding)   C cached tokens   M context tokens (cross-attention)
+    D width   L depth   H heads   Dh head width
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -138,6 +139,11 @@ class KVState:
     def length(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
 
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> None:
+        """Replace k and v by ``fn`` of them (a batch reorder, a cut along the key axis)."""
+        if self.k is not None:
+            self.k, self.v = fn(self.k), fn(self.v)
+
 
 class Attention(nn.Module):
     """Multi-head attention through ``scaled_dot_product_attention``.
@@ -175,6 +181,11 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_dropout)
 
+    def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of a context: (B, M, D) -> two (B, H, M, Dh)."""
+        k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        return self.k_norm(k), v
+
     def _project(self, x: Tensor, context: Tensor | None, state: KVState | None) -> tuple[Tensor, Tensor, Tensor]:
         """Queries from ``x``; keys/values from ``x`` (self) or ``context`` (cross), cached in ``state``."""
         if not self.cross:
@@ -192,8 +203,7 @@ class Attention(nn.Module):
         else:
             if context is None:
                 raise ValueError("context: cross-attention expected a (B, M, D) context tensor, got None")
-            k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
-            k = self.k_norm(k)
+            k, v = self.context_kv(context)
             if state is not None:
                 state.k, state.v, state.static = k, v, True
         return self.q_norm(q), k, v
@@ -226,15 +236,35 @@ class Attention(nn.Module):
 @dataclass
 class KVCache:
     """Per-layer keys/values for step-by-step decoding. ``self_attn[i]`` grows by the new tokens of every call;
-    ``cross_attn[i]`` holds the context's keys/values, computed on the first call."""
+    ``cross_attn[i]`` holds the context's keys/values, computed once (by ``Transformer.new_cache(context)`` or on
+    the first call); ``context_pad`` (B, M) bool, True where a context token is real, masks the rest out."""
 
     self_attn: list[KVState] = field(default_factory=list)
     cross_attn: list[KVState] = field(default_factory=list)
+    context_pad: Tensor | None = None
 
     @property
     def length(self) -> int:
         """Tokens already decoded (keys held by the self-attention caches)."""
         return self.self_attn[0].length if self.self_attn else 0
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], cross: bool) -> None:
+        for state in self.self_attn + (self.cross_attn if cross else []):
+            state.apply(fn)
+        if cross and self.context_pad is not None:
+            self.context_pad = fn(self.context_pad)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (R,) long, in that order (beam search): every cached K/V, context included."""
+        self._apply(lambda t: t.index_select(0, index.to(t.device)), cross=True)
+
+    def expand(self, beams: int) -> None:
+        """Repeat each batch row ``beams`` times in place (rows b*beams ... b*beams + beams-1 copy row b)."""
+        self._apply(lambda t: t.repeat_interleave(beams, dim=0), cross=True)
+
+    def drop(self, count: int) -> None:
+        """Forget the ``count`` oldest cached self-attention keys/values (a rolling window)."""
+        self._apply(lambda t: t[:, :, count:], cross=False)
 
 
 class Block(nn.Module):
@@ -304,10 +334,30 @@ class Transformer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def new_cache(self) -> KVCache:
-        """An empty cache for step-by-step decoding."""
+    def new_cache(self, context: Tensor | None = None, context_pad: Tensor | None = None) -> KVCache:
+        """An empty cache for step-by-step decoding; with a ``context`` (B, M, D) (and its ``context_pad`` (B, M)
+        bool, True = real), every layer's cross-attention keys/values are computed now, once."""
         n = len(self.blocks)
-        return KVCache([KVState() for _ in range(n)], [KVState() for _ in range(n)])
+        cache = KVCache([KVState() for _ in range(n)], [KVState() for _ in range(n)])
+        if context is not None:
+            self._check_context(context, context_pad, context.shape[0])
+            for block, state in zip(self.blocks, cache.cross_attn, strict=True):
+                state.k, state.v = block.cross.context_kv(context)
+                state.static = True
+            cache.context_pad = context_pad
+        return cache
+
+    def _check_context(self, context: Tensor | None, context_pad: Tensor | None, batch: int) -> None:
+        if not self.config.cross_attention:
+            if context is not None:
+                raise ValueError("context: this trunk has no cross-attention (cross_attention: false), got a context")
+            return
+        d = self.config.dim
+        if context is not None and (context.ndim != 3 or context.shape[0] != batch or context.shape[2] != d):
+            raise ValueError(f"context: expected (B={batch}, M, D={d}), got {tuple(context.shape)}")
+        if context is not None and context_pad is not None and context_pad.shape != context.shape[:2]:
+            want, got = tuple(context.shape[:2]), tuple(context_pad.shape)
+            raise ValueError(f"context_pad: expected (B, M) = {want}, got {got}")
 
     def forward(
         self,
@@ -323,10 +373,12 @@ class Transformer(nn.Module):
         Args:
             x: (B, N, D) token embeddings.
             mask: (B, N, N) bool (True = may attend), a ``SparsePlan`` or a FlexAttention ``BlockMask``; one per
-                layer as a list; or None for full attention. With ``cache``, keys include the cached ones:
-                (B, N, cache.length + N); None then means causal.
-            context: (B, M, D) for cross-attention.
-            context_pad: (B, M) bool, True where a context token is real.
+                layer as a list; or None for full attention. With ``cache``, keys are the C cached ones then the N
+                new ones: masks are (B, N, C + N) bool rows (``Mask.dense(tokens, rows=...)`` builds them), and
+                None lets every new token see every key (nothing is made causal for you).
+            context: (B, M, D) for cross-attention; with a ``cache`` that already holds the context's keys/values
+                it is not needed (and not read).
+            context_pad: (B, M) bool, True where a context token is real; a padded one is never attended.
             cache: a ``KVCache`` from ``new_cache()``; it is extended in place with this call's keys/values.
         Returns:
             (B, N, D)
@@ -337,18 +389,17 @@ class Transformer(nn.Module):
         masks = list(mask) if isinstance(mask, list | tuple) else [mask] * len(self.blocks)
         if len(masks) != len(self.blocks):
             raise ValueError(f"mask: expected one mask per layer ({len(self.blocks)}), got {len(masks)}")
-        if cache is not None and mask is None and n > 1:
-            # Decoding is autoregressive: new token i sees every cached key and new keys 0..i.
-            past = cache.length
-            keys = torch.arange(past + n, device=x.device)
-            causal = keys.unsqueeze(0) <= (past + torch.arange(n, device=x.device)).unsqueeze(1)
-            masks = [causal.expand(b, n, past + n)] * len(self.blocks)
+        self._check_context(context, context_pad, b)
         context_mask = None
         if self.config.cross_attention:
-            if context is None and (cache is None or cache.cross_attn[0].k is None):
-                raise ValueError("context: this trunk has cross-attention and expected a (B, M, D) context")
-            if context_pad is not None:
-                context_mask = context_pad.unsqueeze(1).expand(b, n, context_pad.shape[-1])
+            cached = cache is not None and cache.cross_attn[0].k is not None
+            if context is None and not cached:
+                raise ValueError("context: this trunk has cross-attention and expected a (B, M, D) context, got None")
+            if cache is not None and not cached:
+                cache.context_pad = context_pad
+            pad = context_pad if context_pad is not None or cache is None else cache.context_pad
+            if pad is not None:
+                context_mask = pad.unsqueeze(1).expand(b, n, pad.shape[-1])
         for i, block in enumerate(self.blocks):
             x = block(
                 x,

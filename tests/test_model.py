@@ -116,3 +116,31 @@ def test_bad_inputs_raise_value_errors():
         x = inputs()
         x["image"] = torch.randn(3, 3, 8, 8)
         model(x)
+
+
+def test_mask_panels_one_per_distinct_layer_mask():
+    torch.manual_seed(0)
+    model = OmniModel(
+        tokenizers={"trajectory": TrajectoryTokenizer(D, state_dim=5, act_dim=2), "radar": SensorTokenizer(D, 4)},
+        trunk=TransformerConfig(
+            dim=D,
+            depth=3,
+            heads=4,
+            masks=["local", "local", "global"],
+            mask_defs={"local": "causal(by='group', window=1) | global_tokens()", "global": "full"},
+        ),
+        extra_tokens={"cls": 1},
+    )
+    x = inputs()
+    del x["image"], x["audio"]
+    got = model.mask_panels(x, sample=1)
+    assert [title for title, _ in got.panels] == ["layers 0, 1: local", "layers 2: global"]
+    tokens, _ = model.tokenize(x)
+    for (_, panel), mask in zip(got.panels, [model.layer_masks[0], model.layer_masks[2]], strict=True):
+        assert panel.shape == (1 + 9 + 6, 1 + 9 + 6) and panel.dtype == torch.bool
+        assert torch.equal(panel, mask.dense(tokens)[1])
+    assert torch.equal(got.pad, tokens.pad[1]) and not got.pad.all()  # sample 1 has two padded radar points
+    assert torch.equal(got.modality, tokens.modality[1])
+    assert got.names == model.modality_names
+    with pytest.raises(ValueError, match="sample: expected an index in \\[0, 2\\), got 2"):
+        model.mask_panels(x, sample=2)

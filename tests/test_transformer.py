@@ -69,13 +69,36 @@ def test_cached_decoding_equals_full_recomputation(cross, qk_norm):
     ctx_pad = torch.tensor([[True] * 7, [True] * 4 + [False] * 3]) if cross else None
     full = trunk(x, causal(n).expand(b, n, n), context=ctx, context_pad=ctx_pad)
 
+    def rows(start, stop):  # the causal mask rows of new tokens start..stop-1 against every key so far
+        return causal(n)[start:stop, :stop].expand(b, -1, -1)
+
     cache = trunk.new_cache()
     prefill = 4  # a multi-token prefill, then one token at a time
-    outs = [trunk(x[:, :prefill], context=ctx, context_pad=ctx_pad, cache=cache)]
+    outs = [trunk(x[:, :prefill], rows(0, prefill), context=ctx, context_pad=ctx_pad, cache=cache)]
     for t in range(prefill, n):
-        outs.append(trunk(x[:, t : t + 1], context=ctx if t == prefill else None, context_pad=ctx_pad, cache=cache))
+        context = ctx if t == prefill else None  # the context is read once, then held by the cache
+        outs.append(trunk(x[:, t : t + 1], rows(t, t + 1), context=context, context_pad=ctx_pad, cache=cache))
     assert cache.length == n
     torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_holds_the_context_and_reorders_with_the_batch():
+    torch.manual_seed(0)
+    trunk = Transformer(TransformerConfig(dim=16, depth=2, heads=2, cross_attention=True)).eval()
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
+    ctx_pad = torch.tensor([[True, True, True], [True, False, False]])
+    full = trunk(x, causal(5).expand(2, 5, 5), context=ctx, context_pad=ctx_pad)
+    cache = trunk.new_cache(ctx, ctx_pad)  # cross-attention keys/values computed once, here
+    cache.expand(2)  # rows 0, 0, 1, 1
+    cache.reorder(torch.tensor([3, 0]))  # rows 1, 0
+    outs = [trunk(x[[1, 0], t : t + 1], causal(5)[t : t + 1, : t + 1].expand(2, 1, -1), cache=cache) for t in range(5)]
+    torch.testing.assert_close(torch.cat(outs, dim=1), full[[1, 0]], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        Transformer(TransformerConfig(dim=16, depth=1, heads=2))(x, context=ctx)
+    with pytest.raises(ValueError, match="expected a \\(B, M, D\\) context"):
+        trunk(x)
+    with pytest.raises(ValueError, match="context_pad: expected"):
+        trunk(x, context=ctx, context_pad=ctx_pad[:, :2])
 
 
 def test_padded_key_changes_no_real_output():

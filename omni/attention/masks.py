@@ -154,16 +154,23 @@ class Full(Mask):
 @dataclass(frozen=True)
 class Causal(Mask):
     """A token attends itself and the past: by token ``index``, or by ``group`` (all tokens of one RL timestep
-    see each other and every earlier timestep)."""
+    see each other and every earlier timestep). With ``window``, only the recent past: a key is allowed when
+    ``q - window < k <= q`` (a sliding window of ``window`` indices, or of ``window`` groups)."""
 
     by: Literal["index", "group"] = "index"
+    window: int | None = None
 
     def __post_init__(self) -> None:
         if self.by not in ("index", "group"):
             raise ValueError(f"causal.by: expected 'index' or 'group', got {self.by!r}")
+        w = self.window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(f"causal.window: expected a positive int or None, got {w!r}")
 
     def allowed(self, q: Side, k: Side) -> Tensor:
-        return k.index <= q.index if self.by == "index" else k.group <= q.group
+        qi, ki = (q.index, k.index) if self.by == "index" else (q.group, k.group)
+        past = ki <= qi
+        return past if self.window is None else past & (ki > qi - self.window)
 
 
 @dataclass(frozen=True)
@@ -277,8 +284,8 @@ def full() -> Mask:
     return Full()
 
 
-def causal(by: Literal["index", "group"] = "index") -> Mask:
-    return Causal(by=by)
+def causal(by: Literal["index", "group"] = "index", window: int | None = None) -> Mask:
+    return Causal(by=by, window=window)
 
 
 def local(radius: float) -> Mask:
