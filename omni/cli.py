@@ -42,9 +42,10 @@ class OmniCLI(LightningCLI):
         ):
             monitor = getattr(self.model, "monitor", None)
             mode = getattr(self.model, "monitor_mode", "min")
-            best = ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True)
-            best.CHECKPOINT_NAME_LAST = "last"
-            extra.append(best)
+            # Two callbacks: Lightning 2.6 writes `save_last` only when a top-k checkpoint was written too, and a
+            # resumable run needs the last epoch whether or not it was the best.
+            extra.append(ModelCheckpoint(filename="best", monitor=monitor, mode=mode, enable_version_counter=False))
+            extra.append(ModelCheckpoint(filename="last", monitor=None, enable_version_counter=False))
         if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
             extra.append(RichProgressBar())
         return super().instantiate_trainer(callbacks=given + extra, **kwargs)

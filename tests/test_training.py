@@ -4,9 +4,10 @@ from itertools import pairwise
 import pytest
 import torch
 
-from omni.tasks.classification import ImageClassifier
+from omni.tasks.classification import Classifier
 from omni.tokenizers import ImagePatchTokenizer
-from omni.training import OptimConfig, warmup_cosine
+from omni.tokenizers import TrajectoryTokenizer
+from omni.training import OptimConfig, param_groups, warmup_cosine
 from omni.transformer import TransformerConfig
 
 
@@ -22,15 +23,49 @@ def test_warmup_then_cosine_schedule():
 
 
 def _task(**optim):
-    return ImageClassifier(
+    return Classifier(
         num_classes=3,
         trunk=TransformerConfig(dim=16, depth=1, heads=2),
-        tokenizer=lambda dim: ImagePatchTokenizer(dim, patch_size=2, in_chans=1, img_size=4),
+        tokenizers={"image": lambda dim: ImagePatchTokenizer(dim, patch_size=2, in_chans=1, img_size=4, stem="conv")},
         optim=OptimConfig(**optim),
     )
 
 
-def test_weight_decay_skips_biases_norms_embeddings_and_extra_tokens():
+def _decayed(module: torch.nn.Module) -> set[str]:
+    decay, keep = param_groups(module, 0.1)
+    names = {id(p): n for n, p in module.named_parameters()}
+    assert len(decay["params"]) + len(keep["params"]) == sum(1 for _ in module.parameters())  # each param once
+    return {names[id(p)] for p in decay["params"]}
+
+
+def test_weight_decay_by_module_type():
+    decayed = _decayed(_task().model)
+    # Linear and Conv weights decay, wherever they sit and whatever they are called ...
+    assert {"trunk.blocks.0.attn.qkv.weight", "trunk.blocks.0.mlp.fc1.weight", "heads.logits.fc.weight"} <= decayed
+    assert any(n.startswith("tokenizers.image.") and "stem" in n for n in decayed)
+    # ... biases, norms, embedding tables, position tables and learned tokens do not.
+    assert not any(n.endswith(".bias") or "norm" in n for n in decayed)
+    assert "modality_embed.weight" not in decayed and not any("extra_tokens" in n or "pos_embed" in n for n in decayed)
+    # A Decision Transformer's state / return / action embeddings are Linear layers: they decay, although named embed_*
+    traj = _decayed(TrajectoryTokenizer(16, state_dim=3, act_dim=2))
+    assert {"embed_state.weight", "embed_return.weight", "embed_action.weight"} <= traj
+
+
+def test_no_weight_decay_hook_excludes_named_parameters():
+    class Tokenizer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+            self.scale = torch.nn.Linear(4, 4)
+
+        def no_weight_decay(self) -> set[str]:  # timm's hook, relative to this module
+            return {"scale.weight"}
+
+    model = torch.nn.Sequential(Tokenizer())
+    assert _decayed(model) == {"0.proj.weight"}
+
+
+def test_optimizer_uses_the_module_type_groups():
     task = _task(weight_decay=0.1)
 
     class FakeTrainer:
@@ -41,10 +76,7 @@ def test_weight_decay_skips_biases_norms_embeddings_and_extra_tokens():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in task.named_parameters()}
-    decayed = {names[id(p)] for p in decay["params"]}
-    assert "model.trunk.blocks.0.attn.qkv.weight" in decayed
-    assert not any(n.endswith(".bias") or "norm" in n or "embed" in n or "extra_tokens" in n for n in decayed)
-    assert len(decay["params"]) + len(no_decay["params"]) == sum(1 for _ in task.parameters())
+    assert {names[id(p)] for p in decay["params"]} == {f"model.{n}" for n in _decayed(task.model)}
 
 
 def test_optim_config_rejects_bad_values():
@@ -62,10 +94,10 @@ def test_classifier_forward_and_shape_errors():
 
 
 def test_mean_pool_head_uses_no_cls_token_and_ignores_nothing_real():
-    task = ImageClassifier(
+    task = Classifier(
         num_classes=3,
         trunk=TransformerConfig(dim=16, depth=1, heads=2),
-        tokenizer=lambda dim: ImagePatchTokenizer(dim, patch_size=2, in_chans=1, img_size=4),
+        tokenizers={"image": lambda dim: ImagePatchTokenizer(dim, patch_size=2, in_chans=1, img_size=4)},
         pool="mean",
     )
     assert "cls" not in task.model.extra_tokens

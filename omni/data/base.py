@@ -7,15 +7,16 @@ split needs batch-level work (augmenting a whole batch at once, padding, packing
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-__all__ = ["OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
+__all__ = ["EpochShuffle", "OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
 
 Split = Literal["train", "val", "test"]
 
@@ -51,9 +52,27 @@ def held_out_split(labels: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarra
     return np.sort(keep), np.sort(out)
 
 
+class EpochShuffle(Sampler[int]):
+    """A new random order every epoch, drawn from ``(seed, epoch)`` alone (Lightning calls ``set_epoch``), so a run
+    resumed at epoch e sees the order the uninterrupted run saw, and the global RNG is left to augmentation."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+
 class OmniDataModule(L.LightningDataModule):
-    """Loaders over ``train_set`` / ``val_set`` / ``test_set``: training batches shuffled (by torch's global RNG,
-    whose state omni's checkpoints keep, so a resumed run sees the same order), the others in order."""
+    """Loaders over ``train_set`` / ``val_set`` / ``test_set``: training batches in a new order every epoch
+    (``EpochShuffle``, seeded by ``seed_everything``'s seed), the others in order."""
 
     def __init__(self, batch_size: int, num_workers: int = 0) -> None:
         """
@@ -78,10 +97,12 @@ class OmniDataModule(L.LightningDataModule):
     def _loader(self, ds: Dataset | None, split: Split) -> DataLoader:
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
+        train = split == "train"
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=split == "train",
+            sampler=EpochShuffle(len(ds), torch.initial_seed() % 2**31) if train else None,  # type: ignore[arg-type]
+            generator=torch.Generator().manual_seed(torch.initial_seed() % 2**31),  # worker seeds; not the global RNG
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=self.collate(split),
