@@ -111,6 +111,43 @@ _SIDE_FIELDS = ("index", *(f.name for f in META))
 assert tuple(f.name for f in fields(Side)) == _SIDE_FIELDS, "Side must mirror omni.tokens.META"
 
 
+Radius: TypeAlias = float | tuple[float, ...]
+"""One modality's local radius: one number for every coordinate dim, or one per dim (a box)."""
+
+
+def _modality_indices(name: str, wanted: str | int, modality_names: Sequence[str]) -> list[int]:
+    """Table indices of ``wanted``: an int is one already; a name matches itself and, for a tokenizer with several
+    tags (``trajectory.state``, ``trajectory.action``), every ``name.tag``. ``name`` is the field for errors."""
+    if isinstance(wanted, int):
+        return [wanted]
+    hits = [i for i, m in enumerate(modality_names) if m == wanted or m.startswith(f"{wanted}.")]
+    if not hits:
+        raise ValueError(f"{name}: expected names among {list(modality_names)}, got {wanted!r}")
+    return hits
+
+
+def _modality_keys(name: str, values: object) -> tuple[str | int, ...]:
+    """Check modality names / table indices given to a mask: a tuple of str or int."""
+    out = tuple(values) if isinstance(values, list | tuple) else ()
+    if not out or not all(isinstance(m, str | int) and not isinstance(m, bool) for m in out):
+        raise ValueError(f"{name}: expected modality names or table indices, got {values!r}")
+    return out
+
+
+def _unbound(name: str, keys: Sequence[str | int]) -> None:
+    """Raise when names were given but never resolved to table indices."""
+    names = [m for m in keys if isinstance(m, str)]
+    if names:
+        raise ValueError(
+            f"{name}: expected table indices, got modality names {names} that were never bound; call "
+            "mask.bind(modality_names) first (OmniModel binds its masks)"
+        )
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+
+
 class Mask:
     """A predicate over (query, key) pairs. Subclasses implement ``allowed``; users combine with &, |, ~."""
 
@@ -187,43 +224,6 @@ class Causal(Mask):
 
     def allowed(self, q: Side, k: Side) -> Tensor:
         return k.index <= q.index if self.by == "index" else k.group <= q.group
-
-
-Radius: TypeAlias = float | tuple[float, ...]
-"""One modality's local radius: one number for every coordinate dim, or one per dim (a box)."""
-
-
-def _modality_indices(name: str, wanted: str | int, modality_names: Sequence[str]) -> list[int]:
-    """Table indices of ``wanted``: an int is one already; a name matches itself and, for a tokenizer with several
-    tags (``trajectory.state``, ``trajectory.action``), every ``name.tag``. ``name`` is the field for errors."""
-    if isinstance(wanted, int):
-        return [wanted]
-    hits = [i for i, m in enumerate(modality_names) if m == wanted or m.startswith(f"{wanted}.")]
-    if not hits:
-        raise ValueError(f"{name}: expected names among {list(modality_names)}, got {wanted!r}")
-    return hits
-
-
-def _modality_keys(name: str, values: object) -> tuple[str | int, ...]:
-    """Check modality names / table indices given to a mask: a tuple of str or int."""
-    out = tuple(values) if isinstance(values, list | tuple) else ()
-    if not out or not all(isinstance(m, str | int) and not isinstance(m, bool) for m in out):
-        raise ValueError(f"{name}: expected modality names or table indices, got {values!r}")
-    return out
-
-
-def _unbound(name: str, keys: Sequence[str | int]) -> None:
-    """Raise when names were given but never resolved to table indices."""
-    names = [m for m in keys if isinstance(m, str)]
-    if names:
-        raise ValueError(
-            f"{name}: expected table indices, got modality names {names} that were never bound; call "
-            "mask.bind(modality_names) first (OmniModel binds its masks)"
-        )
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
 
 
 @dataclass(frozen=True)
