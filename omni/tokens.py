@@ -11,13 +11,52 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PackInfo", "Tokens", "pack", "unpack"]
+__all__ = ["META", "MetaField", "PackInfo", "Tokens", "pack", "unpack"]
+
+
+@dataclass(frozen=True)
+class MetaField:
+    """One metadata field of ``Tokens``: everything the generic code (validation, joining, padding, packing, mask
+    sides, plan digests) needs to handle it without naming it.
+
+    Attributes:
+        name: the ``Tokens`` attribute.
+        kind: ``long`` / ``bool``: exactly that dtype; ``float``: any floating dtype (created as float32).
+        trailing: dims after (B, N): 0 for per-token values, 1 for ``pos`` (P coordinates).
+        default: the value ``Tokens.create`` fills in when the field is not given.
+        pad_value: the value of padded slots (``pad_to``) and of the missing coordinate dims when parts of
+            different widths are joined.
+    """
+
+    name: str
+    kind: Literal["long", "bool", "float"]
+    trailing: int = 0
+    default: int | float | bool = 0
+    pad_value: int | float | bool = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype ``Tokens.create`` gives this field."""
+        return {"long": torch.long, "bool": torch.bool, "float": torch.float32}[self.kind]
+
+
+META: tuple[MetaField, ...] = (
+    MetaField("modality", "long"),
+    MetaField("pos", "float", trailing=1, default=0.0, pad_value=0.0),
+    MetaField("pad", "bool", default=True, pad_value=False),
+    MetaField("group", "long"),
+    MetaField("sample", "long"),
+    MetaField("is_global", "bool", default=False, pad_value=False),
+)
+"""The schema of ``Tokens`` metadata: every field besides ``x``, in one place. Code that handles metadata
+generically iterates this; adding a field means adding it here and to the dataclass."""
 
 
 @dataclass
@@ -77,30 +116,18 @@ class Tokens:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"Tokens.x: expected a (B, N, D) tensor, got {got}")
         b, n, _ = x.shape
-        dev = x.device
+        given = dict(modality=modality, pos=pos, pad=pad, group=group, sample=sample, is_global=is_global)
 
-        def expand(t: Tensor | None, fill: int | bool, dtype: torch.dtype) -> Tensor:
-            if t is None:
-                return torch.full((b, n), fill, dtype=dtype, device=dev)
-            t = t.to(device=dev)
-            return t.unsqueeze(0).expand(b, n) if t.ndim == 1 else t
+        def fill(f: MetaField, value: Tensor | float | None) -> Tensor:
+            """A value for every token (None: the default; a number: that number), or a tensor given for every
+            row ((N, ...)) or per row ((B, N, ...))."""
+            if not isinstance(value, Tensor):
+                value = f.default if value is None else value
+                return torch.full((b, n) + (1,) * f.trailing, value, dtype=f.dtype, device=x.device)
+            value = value.to(device=x.device, dtype=f.dtype if f.kind == "float" else value.dtype)
+            return value.unsqueeze(0).expand(b, *value.shape) if value.ndim == 1 + f.trailing else value
 
-        mod = modality if isinstance(modality, Tensor) else None
-        if pos is None:
-            pos = x.new_zeros(b, n, 1, dtype=torch.float32)
-        elif pos.ndim == 2:
-            pos = pos.unsqueeze(0).expand(b, -1, -1)
-        return cls(
-            x=x,
-            modality=expand(mod, int(modality) if mod is None else 0, torch.long),
-            pos=pos.to(device=dev, dtype=torch.float32),
-            pad=expand(pad, True, torch.bool),
-            group=expand(group, 0, torch.long),
-            sample=expand(sample, 0, torch.long),
-            is_global=expand(is_global, False, torch.bool)
-            if not isinstance(is_global, bool)
-            else torch.full((b, n), is_global, dtype=torch.bool, device=dev),
-        )
+        return cls(x=x, **{f.name: fill(f, given[f.name]) for f in META})
 
     # ------------------------------------------------------------------ invariants
     def validate(self) -> None:
@@ -112,28 +139,16 @@ class Tokens:
         if not x.is_floating_point():
             raise ValueError(f"Tokens.x: expected a floating dtype, got {x.dtype}")
         b, n, _ = x.shape
-        want = {
-            "modality": torch.long,
-            "pad": torch.bool,
-            "group": torch.long,
-            "sample": torch.long,
-            "is_global": torch.bool,
-        }
-        for name, dtype in want.items():
-            t = getattr(self, name)
-            if not isinstance(t, Tensor) or tuple(t.shape) != (b, n):
-                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"Tokens.{name}: expected shape {(b, n)} to match x, got {got}")
-            if t.dtype != dtype:
-                raise ValueError(f"Tokens.{name}: expected dtype {dtype}, got {t.dtype}")
-        pos = self.pos
-        if not isinstance(pos, Tensor) or pos.ndim != 3 or tuple(pos.shape[:2]) != (b, n):
-            got = tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__
-            raise ValueError(f"Tokens.pos: expected shape ({b}, {n}, P) to match x, got {got}")
-        if not pos.is_floating_point():
-            raise ValueError(f"Tokens.pos: expected a floating dtype, got {pos.dtype}")
-        for f in fields(self):
+        for f in META:
             t = getattr(self, f.name)
+            if not isinstance(t, Tensor) or t.ndim != 2 + f.trailing or tuple(t.shape[:2]) != (b, n):
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                want = "(" + ", ".join([str(b), str(n)] + ["P"] * f.trailing) + ")"
+                raise ValueError(f"Tokens.{f.name}: expected shape {want} to match x, got {got}")
+            if f.kind == "float" and not t.is_floating_point():
+                raise ValueError(f"Tokens.{f.name}: expected a floating dtype, got {t.dtype}")
+            if f.kind != "float" and t.dtype != f.dtype:
+                raise ValueError(f"Tokens.{f.name}: expected dtype {f.dtype}, got {t.dtype}")
             if t.device != x.device:
                 raise ValueError(f"Tokens.{f.name}: expected device {x.device} like x, got {t.device}")
 
@@ -153,6 +168,10 @@ class Tokens:
     def __len__(self) -> int:
         return self.x.shape[1]
 
+    def meta(self) -> dict[str, Tensor]:
+        """{name: tensor} of every metadata field, in ``META`` order: everything a mask may read."""
+        return {f.name: getattr(self, f.name) for f in META}
+
     def replace(self, **changes: Tensor) -> Tokens:
         """A copy with some fields swapped (checked again)."""
         return replace(self, **changes)
@@ -160,13 +179,13 @@ class Tokens:
     def to(self, *args, **kwargs) -> Tokens:
         """Move to a device; a floating dtype applies to ``x`` alone (``pos`` stays float32, ids stay long)."""
         x = self.x.to(*args, **kwargs)
-        return Tokens(x=x, **{f.name: getattr(self, f.name).to(x.device) for f in fields(self) if f.name != "x"})
+        return Tokens(x=x, **{name: t.to(x.device) for name, t in self.meta().items()})
 
     def __getitem__(self, index: slice | Tensor | int) -> Tokens:
         """Select along N (a slice, an index tensor or a bool mask over N)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return Tokens(**{f.name: getattr(self, f.name)[:, index] for f in fields(self)})
+        return Tokens(x=self.x[:, index], **{name: t[:, index] for name, t in self.meta().items()})
 
     # ------------------------------------------------------------------ joining
     @staticmethod
@@ -188,17 +207,7 @@ class Tokens:
                 raise ValueError(f"Tokens.cat: parts[{i}].x expected width D={d}, got {t.dim}")
         if len(parts) == 1:
             return parts[0]
-        p = max(t.pos.shape[-1] for t in parts)
-        dtype = functools.reduce(torch.promote_types, [t.x.dtype for t in parts])
-        return Tokens(
-            x=torch.cat([t.x.to(dtype) for t in parts], dim=1),
-            modality=torch.cat([t.modality for t in parts], dim=1),
-            pos=torch.cat([F.pad(t.pos, (0, p - t.pos.shape[-1])) for t in parts], dim=1),
-            pad=torch.cat([t.pad for t in parts], dim=1),
-            group=torch.cat([t.group for t in parts], dim=1),
-            sample=torch.cat([t.sample for t in parts], dim=1),
-            is_global=torch.cat([t.is_global for t in parts], dim=1),
-        )
+        return _join(parts, dim=1)
 
     @staticmethod
     def stack(samples: Sequence[Tokens]) -> Tokens:
@@ -207,23 +216,31 @@ class Tokens:
         if not samples:
             raise ValueError("Tokens.stack: expected at least one Tokens, got an empty sequence")
         longest = max(t.num_tokens for t in samples)
-        p = max(t.pos.shape[-1] for t in samples)
-        padded = [t.replace(pos=F.pad(t.pos, (0, p - t.pos.shape[-1]))).pad_to(longest) for t in samples]
-        return Tokens(**{f.name: torch.cat([getattr(t, f.name) for t in padded]) for f in fields(Tokens)})
+        return _join([t.pad_to(longest) for t in samples], dim=0)
 
     def pad_to(self, length: int) -> Tokens:
-        """Append padded tokens (``pad`` False, zeros elsewhere) up to ``length`` tokens."""
+        """Append padded tokens (``pad`` False, every other field its ``MetaField.pad_value``) up to ``length``."""
         extra = length - self.num_tokens
         if extra < 0:
             raise ValueError(f"length: expected >= {self.num_tokens} tokens, got {length}")
         if extra == 0:
             return self
-        grow = {f.name: F.pad(getattr(self, f.name), (0, extra)) for f in fields(self) if f.name not in ("x", "pos")}
-        return Tokens(
-            x=F.pad(self.x, (0, 0, 0, extra)),
-            pos=F.pad(self.pos, (0, 0, 0, extra)),
-            **grow,
-        )
+        grow = {f.name: F.pad(getattr(self, f.name), (0, 0) * f.trailing + (0, extra), value=f.pad_value) for f in META}
+        return Tokens(x=F.pad(self.x, (0, 0, 0, extra)), **grow)
+
+
+def _join(parts: Sequence[Tokens], dim: int) -> Tokens:
+    """Concatenate every field along ``dim`` (1: tokens, 0: rows): ``x`` in the promoted dtype of the parts, fields
+    with trailing dims (``pos``) padded with their ``pad_value`` to the widest part first."""
+    dtype = functools.reduce(torch.promote_types, [t.x.dtype for t in parts])
+    out = {"x": torch.cat([t.x.to(dtype) for t in parts], dim=dim)}
+    for f in META:
+        values = [getattr(t, f.name) for t in parts]
+        if f.trailing:
+            wide = max(v.shape[-1] for v in values)
+            values = [F.pad(v, (0, wide - v.shape[-1]), value=f.pad_value) for v in values]
+        out[f.name] = torch.cat(values, dim=dim)
+    return Tokens(**out)
 
 
 # ---------------------------------------------------------------------------- packing
@@ -246,7 +263,8 @@ def _samples(items: Sequence[Tokens]) -> list[Tokens]:
             raise ValueError(f"pack: items[{i}] expected Tokens, got {type(t).__name__}")
         for r in range(t.batch_size):
             keep = t.pad[r].nonzero().squeeze(-1)
-            out.append(Tokens(**{f.name: getattr(t, f.name)[r : r + 1, keep] for f in fields(t)}))
+            rows = {name: v[r : r + 1, keep] for name, v in t.meta().items()}
+            out.append(Tokens(x=t.x[r : r + 1, keep], **rows))
     return out
 
 
@@ -282,7 +300,7 @@ def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
         s = samples[i]
         rows[row_of[i]].append(s.replace(sample=torch.full_like(s.sample, len(rows[row_of[i]]))))
     packed = [Tokens.cat(parts).pad_to(max_len) for parts in rows]
-    batch = Tokens(**{f.name: torch.cat([getattr(t, f.name) for t in packed]) for f in fields(Tokens)})
+    batch = Tokens.stack(packed)  # rows of different coordinate widths are padded to the widest
     info = PackInfo(tuple(row_of), tuple(start_of), tuple(lengths), len(rows), max_len)
     return batch, info
 

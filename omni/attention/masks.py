@@ -9,7 +9,8 @@ attended and a token never attends another sample packed into its row.
     masks.parse("local(radius=1) | global_tokens(modalities=['cls'])")   # the same, from a YAML string
 
 A predicate is written once, with tensor operations that work both on broadcast (B, N, 1) x (B, 1, N) metadata
-(the dense path) and on the scalar indices of FlexAttention's ``mask_mod`` (the flex path).
+(the dense and sparse paths) and on the scalar indices of FlexAttention's ``mask_mod`` (the flex path). ``Side``
+is the one adapter from ``Tokens`` metadata to either form, driven by the schema ``omni.tokens.META``.
 
 Shape legend
     B batch   N tokens   P coordinate dims
@@ -18,14 +19,15 @@ Shape legend
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, TypeAlias
 
 import torch
 from torch import Tensor
 
-from omni.tokens import Tokens
+from omni.tokens import META, Tokens
 
 FLEX_BLOCK = 128  # FlexAttention block size; the flex path pads sequences to a multiple of it
 
@@ -34,8 +36,10 @@ __all__ = [
     "Causal",
     "Full",
     "GlobalTokens",
+    "KeyModality",
     "Local",
     "Mask",
+    "QueryModality",
     "SameModality",
     "SameSample",
     "Side",
@@ -44,8 +48,10 @@ __all__ = [
     "from_name",
     "full",
     "global_tokens",
+    "key_modality",
     "local",
     "parse",
+    "query_modality",
     "same_modality",
     "same_sample",
 ]
@@ -53,45 +59,93 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Side:
-    """Token metadata of the query or the key side of a pair.
+    """Token metadata of the query or the key side of a pair: ``index`` and one attribute per ``META`` field.
 
-    Dense path: query fields shaped (B, N, 1) and key fields (B, 1, N); ``pos`` carries a trailing P.
-    Flex path: 0-d tensors (``pos``: (P,)) for one (b, q_idx, kv_idx).
+    Dense and sparse paths (``Side.of``): query fields shaped (B, N, 1) (or (B, R, 1) for chosen query rows) and
+    key fields (B, 1, N); a field with trailing dims keeps them (``pos``: (B, N, 1, P) and (B, 1, N, P)).
+    Flex path (``Side.at``): 0-d tensors (``pos``: (P,)) for one (b, q_idx) or (b, kv_idx).
     """
 
     index: Tensor
     modality: Tensor
     pos: Tensor
+    pad: Tensor
     group: Tensor
     sample: Tensor
-    pad: Tensor
     is_global: Tensor
 
     @staticmethod
     def of(tokens: Tokens, axis: Literal["query", "key"], rows: Tensor | None = None) -> Side:
-        """Broadcastable metadata; ``rows`` (R,) restricts the query side to those token indices."""
-        index = torch.arange(tokens.num_tokens, device=tokens.x.device)
-        meta = {
-            "modality": tokens.modality,
-            "pos": tokens.pos,
-            "group": tokens.group,
-            "sample": tokens.sample,
-            "pad": tokens.pad,
-            "is_global": tokens.is_global,
-        }
-        if rows is not None:
-            index = rows
-            meta = {k: v[:, rows] for k, v in meta.items()}
-        index = index.unsqueeze(0)
-        if axis == "query":
-            return Side(
-                index=index.unsqueeze(-1),
-                pos=meta.pop("pos").unsqueeze(2),
-                **{k: v.unsqueeze(-1) for k, v in meta.items()},
-            )
-        return Side(
-            index=index.unsqueeze(1), pos=meta.pop("pos").unsqueeze(1), **{k: v.unsqueeze(1) for k, v in meta.items()}
+        """Broadcastable metadata of every token, or of the query ``rows`` only.
+
+        Args:
+            tokens: the batch, (B, N) tokens.
+            axis: ``query`` puts tokens along dim 1 (the rows of the mask), ``key`` along dim 2 (its columns).
+            rows: token indices in [0, N): (R,) the same for every batch row, or (B, R) per batch row.
+        """
+        meta = tokens.meta()
+        if rows is None:
+            index = torch.arange(tokens.num_tokens, device=tokens.x.device).unsqueeze(0)  # (1, N)
+        elif rows.ndim == 1:
+            index = rows.unsqueeze(0)  # (1, R)
+            meta = {name: t.index_select(1, rows) for name, t in meta.items()}
+        else:
+            index = rows  # (B, R)
+
+            def take(t: Tensor) -> Tensor:
+                at = rows.view(*rows.shape, *(1,) * (t.ndim - 2)).expand(*rows.shape, *t.shape[2:])
+                return t.gather(1, at)
+
+            meta = {name: take(t) for name, t in meta.items()}
+        dim = 2 if axis == "query" else 1
+        return Side(index=index.unsqueeze(dim), **{name: t.unsqueeze(dim) for name, t in meta.items()})
+
+    @staticmethod
+    def at(meta: Mapping[str, Tensor], b: Tensor, idx: Tensor) -> Side:
+        """One token's metadata for FlexAttention's ``mask_mod``: ``meta`` is ``Tokens.meta()``, ``b`` and ``idx``
+        0-d indices of the batch row and the token."""
+        return Side(index=idx, **{name: t[b, idx] for name, t in meta.items()})
+
+
+_SIDE_FIELDS = ("index", *(f.name for f in META))
+assert tuple(f.name for f in fields(Side)) == _SIDE_FIELDS, "Side must mirror omni.tokens.META"
+
+
+Radius: TypeAlias = float | tuple[float, ...]
+"""One modality's local radius: one number for every coordinate dim, or one per dim (a box)."""
+
+
+def _modality_indices(name: str, wanted: str | int, modality_names: Sequence[str]) -> list[int]:
+    """Table indices of ``wanted``: an int is one already; a name matches itself and, for a tokenizer with several
+    tags (``trajectory.state``, ``trajectory.action``), every ``name.tag``. ``name`` is the field for errors."""
+    if isinstance(wanted, int):
+        return [wanted]
+    hits = [i for i, m in enumerate(modality_names) if m == wanted or m.startswith(f"{wanted}.")]
+    if not hits:
+        raise ValueError(f"{name}: expected names among {list(modality_names)}, got {wanted!r}")
+    return hits
+
+
+def _modality_keys(name: str, values: object) -> tuple[str | int, ...]:
+    """Check modality names / table indices given to a mask: a tuple of str or int."""
+    out = tuple(values) if isinstance(values, list | tuple) else ()
+    if not out or not all(isinstance(m, str | int) and not isinstance(m, bool) for m in out):
+        raise ValueError(f"{name}: expected modality names or table indices, got {values!r}")
+    return out
+
+
+def _unbound(name: str, keys: Sequence[str | int]) -> None:
+    """Raise when names were given but never resolved to table indices."""
+    names = [m for m in keys if isinstance(m, str)]
+    if names:
+        raise ValueError(
+            f"{name}: expected table indices, got modality names {names} that were never bound; call "
+            "mask.bind(modality_names) first (OmniModel binds its masks)"
         )
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
 
 
 class Mask:
@@ -105,18 +159,24 @@ class Mask:
         """Resolve modality names to the model's table indices (masks that name modalities override this)."""
         return self
 
+    def prepared(self, tokens: Tokens) -> Mask:
+        """This mask ready to evaluate on ``tokens``: lookup tables built once, as tensors on their device (the flex
+        path's ``mask_mod`` captures them instead of building tensors inside compiled code). Default: itself."""
+        return self
+
     def with_boundaries(self, q: Side, k: Side) -> Tensor:
         """``allowed``, padding and sample boundaries applied: the mask every path computes."""
         return self.allowed(q, k) & k.pad & (q.sample == k.sample)
 
     def dense(self, tokens: Tokens, rows: Tensor | None = None) -> Tensor:
-        """(B, N, N) bool mask — or (B, R, N) for the query ``rows`` only. Equal to ``with_boundaries`` on every
-        pair; terms that cannot mask anything (a full predicate, one sample per row) are skipped, not computed."""
+        """(B, N, N) bool mask — or (B, R, N) for the query ``rows`` ((R,) indices) only. Equal to
+        ``with_boundaries`` on every pair; terms that cannot mask anything (a full predicate, one sample per row) are
+        skipped, not computed."""
         q, k = Side.of(tokens, "query", rows), Side.of(tokens, "key")
         keep = k.pad  # (B, 1, N)
         if bool((tokens.sample != tokens.sample[:, :1]).any()):  # packed rows: keep samples apart
             keep = keep & (q.sample == k.sample)
-        m = keep if self.is_full else self.allowed(q, k) & keep
+        m = keep if self.is_full else self.prepared(tokens).allowed(q, k) & keep
         b, n = tokens.pad.shape
         return m.expand(b, n if rows is None else rows.numel(), n)
 
@@ -175,18 +235,103 @@ class Causal(Mask):
 
 @dataclass(frozen=True)
 class Local(Mask):
-    """Neighbours within ``radius`` in Chebyshev distance on ``pos`` (max over coordinate dims), within one
-    modality: patches talk to adjacent patches, audio slices to nearby slices."""
+    """Neighbours within one modality, near in ``pos``: patches talk to adjacent patches, audio slices to nearby
+    slices, radar points to nearby points.
 
-    radius: float
+    ``radius`` is one number for every modality (Chebyshev distance on ``pos``: the largest coordinate difference
+    is at most ``radius``), or a dict giving each modality its own radius in its own units:
+    ``{"camera": 1, "radar": [5.0, 0.1]}``. A dict value is one number for every coordinate dim, or a list with
+    one radius per dim (radar at (range m, azimuth rad): within 5 m *and* 0.1 rad); coordinates past the list
+    are not compared, and radii past the batch's P coordinate dims are ignored. Keys are modality names, resolved
+    by ``bind`` (``OmniModel`` binds; ``trajectory`` also names ``trajectory.state`` and the other tags of that
+    tokenizer, an exact name wins), or table indices. **Modalities the dict does not name get no local
+    neighbours**: their tokens still attend what the other terms of the expression allow (``| global_tokens()``,
+    ``| same_modality()``).
+    """
+
+    radius: float | tuple[tuple[str | int, Radius], ...]
+    radii: tuple[Radius | None, ...] | None = None  # per table index, resolved by bind(); None: no neighbours
+    table: Tensor | None = field(default=None, compare=False, repr=False)  # (M + 1, P), built by prepared()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.radius, int | float) or self.radius < 0:
-            raise ValueError(f"local.radius: expected a number >= 0, got {self.radius!r}")
+        r = self.radius
+        if _is_number(r):
+            return
+        pairs = isinstance(r, tuple) and all(isinstance(kv, tuple) and len(kv) == 2 for kv in r)  # after replace()
+        if not (isinstance(r, Mapping) or pairs):
+            raise ValueError(f"local.radius: expected a number >= 0 or a dict {{modality: radius}}, got {r!r}")
+        items: list[tuple[str | int, Radius]] = []
+        for key, value in dict(r).items():
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise ValueError(f"local.radius: expected modality names or table indices as keys, got {key!r}")
+            if _is_number(value):
+                items.append((key, float(value)))
+            elif isinstance(value, list | tuple) and value and all(_is_number(v) for v in value):
+                items.append((key, tuple(float(v) for v in value)))
+            else:
+                raise ValueError(
+                    f"local.radius[{key!r}]: expected a number >= 0 or a list of them (one per coordinate dim), "
+                    f"got {value!r}"
+                )
+        object.__setattr__(self, "radius", tuple(items))  # hashable: masks are cache keys
+
+    @property
+    def per_modality(self) -> bool:
+        return isinstance(self.radius, tuple)
+
+    def bind(self, modality_names: Sequence[str]) -> Mask:
+        if not self.per_modality:
+            return self
+        per: dict[int, Radius] = {}
+        exact: set[int] = set()
+        for key, r in self.radius:
+            for i in _modality_indices("local.radius", key, modality_names):
+                is_exact = isinstance(key, int) or modality_names[i] == key
+                if i not in exact or is_exact:  # an exact name (or index) wins over a tokenizer prefix
+                    per[i] = r
+                    if is_exact:
+                        exact.add(i)
+        radii = tuple(per.get(i) for i in range(max(per, default=-1) + 1))
+        return replace(self, radii=radii, table=None)
+
+    def _table(self, p: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """(M + 1, P) radius per (modality index, coordinate dim); row M, for every modality without a radius,
+        is -inf (nothing is near)."""
+        if self.radii is not None:
+            per = dict(enumerate(self.radii))
+        else:
+            _unbound("local.radius", [key for key, _ in self.radius])
+            per = dict(self.radius)
+        m = max(per, default=-1) + 1
+        rows = []
+        for i in range(m + 1):
+            r = per.get(i)
+            if r is None:
+                rows.append([-math.inf] * p)
+            elif isinstance(r, float):
+                rows.append([r] * p)
+            else:
+                rows.append((list(r) + [math.inf] * p)[:p])
+        return torch.tensor(rows, dtype=dtype, device=device)
+
+    def prepared(self, tokens: Tokens) -> Mask:
+        pos, table = tokens.pos, self.table
+        if not self.per_modality or (
+            table is not None and (table.shape[-1], table.device, table.dtype) == (pos.shape[-1], pos.device, pos.dtype)
+        ):
+            return self
+        return replace(self, table=self._table(pos.shape[-1], pos.device, pos.dtype))
 
     def allowed(self, q: Side, k: Side) -> Tensor:
-        near = (q.pos - k.pos).abs().amax(dim=-1) <= self.radius
-        return near & (q.modality == k.modality)
+        diff = (q.pos - k.pos).abs()  # (B, N, N, P), or (P,) on the flex path
+        if not self.per_modality:
+            return (diff.amax(dim=-1) <= self.radius) & (q.modality == k.modality)
+        table = self.table
+        if table is None or table.shape[-1] != diff.shape[-1] or table.device != diff.device:
+            table = self._table(diff.shape[-1], diff.device, diff.dtype)
+        m = table.shape[0] - 1
+        row = torch.where((q.modality >= 0) & (q.modality < m), q.modality, m)  # the query's modality
+        return (diff <= table[row]).all(dim=-1) & (q.modality == k.modality)
 
 
 @dataclass(frozen=True)
@@ -214,15 +359,7 @@ class GlobalTokens(Mask):
     indices: tuple[int, ...] | None = None  # resolved by bind()
 
     def bind(self, modality_names: Sequence[str]) -> Mask:
-        idx: list[int] = []
-        for m in self.modalities:
-            if isinstance(m, int):
-                idx.append(m)
-                continue
-            hits = [i for i, name in enumerate(modality_names) if name == m or name.startswith(f"{m}.")]
-            if not hits:
-                raise ValueError(f"global_tokens.modalities: expected names among {list(modality_names)}, got {m!r}")
-            idx += hits
+        idx = [i for m in self.modalities for i in _modality_indices("global_tokens.modalities", m, modality_names)]
         return replace(self, indices=tuple(sorted(set(idx))))
 
     def _is_global(self, side: Side) -> Tensor:
@@ -237,6 +374,56 @@ class GlobalTokens(Mask):
 
 
 @dataclass(frozen=True)
+class _OneSide(Mask):
+    """The modality of one side of the pair is one of ``modalities``, whatever the other side."""
+
+    modalities: tuple[str | int, ...]
+    indices: tuple[int, ...] | None = None  # resolved by bind()
+    field_name = "modalities"  # for errors, set by each subclass
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", _modality_keys(self.field_name, self.modalities))
+
+    def bind(self, modality_names: Sequence[str]) -> Mask:
+        idx = [i for m in self.modalities for i in _modality_indices(self.field_name, m, modality_names)]
+        return replace(self, indices=tuple(sorted(set(idx))))
+
+    def _of(self, side: Side) -> Tensor:
+        """(B, N, 1) / (B, 1, N) bool, or 0-d on the flex path: is this side's modality one of ours?"""
+        ids = self.indices
+        if ids is None:
+            _unbound(self.field_name, self.modalities)
+            ids = self.modalities
+        hit = side.modality == ids[0]
+        for i in ids[1:]:
+            hit = hit | (side.modality == i)
+        return hit
+
+
+@dataclass(frozen=True)
+class QueryModality(_OneSide):
+    """Pairs whose *query* is of one of ``modalities``, whatever the key: one-way rules for prefix-LM and
+    cross-modal layers. ``query_modality("radar") & key_modality("camera")`` lets radar read camera and not the
+    other way round."""
+
+    field_name = "query_modality.modalities"
+
+    def allowed(self, q: Side, k: Side) -> Tensor:
+        return self._of(q)
+
+
+@dataclass(frozen=True)
+class KeyModality(_OneSide):
+    """Pairs whose *key* is of one of ``modalities``, whatever the query: ``key_modality("text")`` lets every
+    token read the text (a prefix), ``~key_modality("audio")`` hides audio from everyone."""
+
+    field_name = "key_modality.modalities"
+
+    def allowed(self, q: Side, k: Side) -> Tensor:
+        return self._of(k)
+
+
+@dataclass(frozen=True)
 class And(Mask):
     a: Mask
     b: Mask
@@ -246,6 +433,10 @@ class And(Mask):
 
     def bind(self, modality_names: Sequence[str]) -> Mask:
         return And(self.a.bind(modality_names), self.b.bind(modality_names))
+
+    def prepared(self, tokens: Tokens) -> Mask:
+        a, b = self.a.prepared(tokens), self.b.prepared(tokens)
+        return self if a is self.a and b is self.b else And(a, b)
 
     @property
     def is_full(self) -> bool:
@@ -263,6 +454,10 @@ class Or(Mask):
     def bind(self, modality_names: Sequence[str]) -> Mask:
         return Or(self.a.bind(modality_names), self.b.bind(modality_names))
 
+    def prepared(self, tokens: Tokens) -> Mask:
+        a, b = self.a.prepared(tokens), self.b.prepared(tokens)
+        return self if a is self.a and b is self.b else Or(a, b)
+
     @property
     def is_full(self) -> bool:
         return self.a.is_full or self.b.is_full
@@ -278,6 +473,10 @@ class Not(Mask):
     def bind(self, modality_names: Sequence[str]) -> Mask:
         return Not(self.a.bind(modality_names))
 
+    def prepared(self, tokens: Tokens) -> Mask:
+        a = self.a.prepared(tokens)
+        return self if a is self.a else Not(a)
+
 
 # ---------------------------------------------------------------------------- the vocabulary
 def full() -> Mask:
@@ -288,7 +487,10 @@ def causal(by: Literal["index", "group"] = "index", window: int | None = None) -
     return Causal(by=by, window=window)
 
 
-def local(radius: float) -> Mask:
+def local(radius: float | Mapping[str | int, float | Sequence[float]]) -> Mask:
+    """Neighbours in ``pos`` within one modality: one radius for all (``local(radius=1)``), or one per modality in
+    its own units (``local(radius={"camera": 1, "radar": [5.0, 0.1]})``; unnamed modalities get no neighbours).
+    See ``Local``."""
     return Local(radius=radius)
 
 
@@ -304,6 +506,23 @@ def global_tokens(modalities: Sequence[str | int] = ()) -> Mask:
     return GlobalTokens(modalities=tuple(modalities))
 
 
+def _flat(modalities: tuple[str | int | Sequence[str | int], ...]) -> tuple[str | int, ...]:
+    """``("a", "b")`` and ``(["a", "b"],)`` alike -> ``("a", "b")``."""
+    return tuple(m for item in modalities for m in (item if isinstance(item, list | tuple) else [item]))
+
+
+def query_modality(*modalities: str | int | Sequence[str | int]) -> Mask:
+    """Pairs whose query is of one of ``modalities`` (names, bound by the model, or table indices), any key.
+    ``(query_modality("radar") & key_modality("camera")) | same_modality()``: radar reads camera, nobody else
+    crosses."""
+    return QueryModality(modalities=_flat(modalities))
+
+
+def key_modality(*modalities: str | int | Sequence[str | int]) -> Mask:
+    """Pairs whose key is of one of ``modalities`` (names, bound by the model, or table indices), any query."""
+    return KeyModality(modalities=_flat(modalities))
+
+
 VOCABULARY: dict[str, Callable[..., Mask]] = {
     "full": full,
     "causal": causal,
@@ -311,6 +530,8 @@ VOCABULARY: dict[str, Callable[..., Mask]] = {
     "same_modality": same_modality,
     "same_sample": same_sample,
     "global_tokens": global_tokens,
+    "query_modality": query_modality,
+    "key_modality": key_modality,
 }
 
 
@@ -374,12 +595,10 @@ def block_mask(mask: Mask, tokens: Tokens):  # -> torch.nn.attention.flex_attent
     from torch.nn.attention.flex_attention import create_block_mask
 
     b, n = tokens.pad.shape
-    meta = (tokens.modality, tokens.pos, tokens.group, tokens.sample, tokens.pad, tokens.is_global)
+    meta = tokens.meta()
+    ready = mask.prepared(tokens)  # lookup tables built here, captured by mask_mod
 
     def mask_mod(bi: Tensor, hi: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-        mod, pos, grp, smp, pad, glob = meta
-        q = Side(qi, mod[bi, qi], pos[bi, qi], grp[bi, qi], smp[bi, qi], pad[bi, qi], glob[bi, qi])
-        k = Side(ki, mod[bi, ki], pos[bi, ki], grp[bi, ki], smp[bi, ki], pad[bi, ki], glob[bi, ki])
-        return mask.with_boundaries(q, k)
+        return ready.with_boundaries(Side.at(meta, bi, qi), Side.at(meta, bi, ki))
 
     return create_block_mask(mask_mod, b, None, n, n, device=tokens.x.device, BLOCK_SIZE=FLEX_BLOCK)

@@ -131,6 +131,7 @@ def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparseP
     bq = block or BLOCK
     b, n = tokens.pad.shape
     dev = tokens.x.device
+    mask = mask.prepared(tokens)  # lookup tables built once for every row chunk
     keys = Side.of(tokens, "key")
     whole = mask.dense(tokens) if b * n * n <= MATERIALIZE else None
 
@@ -235,16 +236,7 @@ def _ordered_indices(select: Tensor, n: int) -> Tensor:
 def _rows_mask(mask: Mask, tokens: Tokens, rows: Tensor, keys: Side) -> Tensor:
     """(B, R) query indices (N = padding slot) -> (B, R, N) bool mask rows; padding slots allow nothing."""
     b, n = tokens.pad.shape
-    safe = rows.clamp(max=n - 1)
-    meta = {
-        "modality": tokens.modality.gather(1, safe),
-        "group": tokens.group.gather(1, safe),
-        "sample": tokens.sample.gather(1, safe),
-        "pad": tokens.pad.gather(1, safe),
-        "is_global": tokens.is_global.gather(1, safe),
-    }
-    pos = tokens.pos.gather(1, safe.unsqueeze(-1).expand(-1, -1, tokens.pos.shape[-1]))
-    q = Side(index=safe.unsqueeze(-1), pos=pos.unsqueeze(2), **{k: v.unsqueeze(-1) for k, v in meta.items()})
+    q = Side.of(tokens, "query", rows.clamp(max=n - 1))
     allowed = mask.with_boundaries(q, keys).expand(b, rows.shape[1], n)
     return allowed & (rows < n).unsqueeze(-1)
 
@@ -282,8 +274,8 @@ def plan(mask: Mask, tokens: Tokens, path: AttentionPath) -> Plan:
 def signature(tokens: Tokens) -> str:
     """A digest of everything a mask may read (not the embeddings): equal metadata, equal masks."""
     h = hashlib.blake2b(digest_size=16)
-    for t in (tokens.modality, tokens.pos, tokens.group, tokens.sample, tokens.pad, tokens.is_global):
-        h.update(str((tuple(t.shape), t.dtype)).encode())
+    for name, t in tokens.meta().items():
+        h.update(str((name, tuple(t.shape), t.dtype)).encode())
         h.update(t.detach().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
 
