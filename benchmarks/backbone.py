@@ -23,8 +23,8 @@ from timm.models.vision_transformer import VisionTransformer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import record
 
-from omni.model import OmniModel
 from omni.heads import ClassificationHead
+from omni.model import OmniModel
 from omni.tokenizers import ImagePatchTokenizer
 from omni.transformer import TransformerConfig
 

@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from omni.choices import check_choice
+
 __all__ = ["MLP", "DropPath", "FourierFeatures", "make_act", "make_norm", "sincos_1d", "sincos_2d"]
 
 NormName = Literal["layernorm", "rmsnorm"]
@@ -28,12 +30,13 @@ def make_norm(kind: NormName, dim: int, eps: float = 1e-6) -> nn.Module:
         return nn.LayerNorm(dim, eps=eps)
     if kind == "rmsnorm":
         return nn.RMSNorm(dim, eps=eps)
-    raise ValueError(f"norm: expected one of 'layernorm', 'rmsnorm', got {kind!r}")
+    check_choice("norm", kind, NormName)
+    raise AssertionError(kind)
 
 
 def make_act(kind: ActName) -> nn.Module:
     if kind not in _ACTS:
-        raise ValueError(f"act: expected one of {sorted(_ACTS)}, got {kind!r}")
+        check_choice("act", kind, ActName)
     return _ACTS[kind]()
 
 

@@ -19,6 +19,7 @@ from omni.attention import masks as mask_lib
 from omni.attention.kernels import attend
 from omni.attention.masks import Mask
 from omni.attention.plans import AttentionPath, Plan
+from omni.choices import check_literal_fields
 from omni.layers import MLP, ActName, DropPath, NormName, make_norm
 
 __all__ = ["Attention", "Block", "KVCache", "KVState", "Transformer", "TransformerConfig"]
@@ -80,14 +81,7 @@ class TransformerConfig:
         for name in ("dropout", "attn_dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TransformerConfig.{name}: expected a rate in [0, 1), got {getattr(self, name)}")
-        if self.norm not in ("layernorm", "rmsnorm"):
-            raise ValueError(f"TransformerConfig.norm: expected 'layernorm' or 'rmsnorm', got {self.norm!r}")
-        if self.act not in ("gelu", "relu", "silu"):
-            raise ValueError(f"TransformerConfig.act: expected 'gelu', 'relu' or 'silu', got {self.act!r}")
-        if self.attention not in ("auto", "dense", "flex", "sparse"):
-            raise ValueError(
-                f"TransformerConfig.attention: expected 'auto', 'dense', 'flex' or 'sparse', got {self.attention!r}"
-            )
+        check_literal_fields(self)
         if isinstance(self.masks, str) or not self.masks:
             raise ValueError(f"TransformerConfig.masks: expected a non-empty list of mask names, got {self.masks!r}")
         self.layer_masks()  # parse now: a typo fails at construction, not at the first forward

@@ -279,7 +279,7 @@ def test_parse_reads_radius_dicts_and_lists_and_one_way_predicates():
 
 def test_fusion_configs_give_each_modality_a_radius_in_its_own_units():
     names = ["camera", "radar", "ego", "cls"]  # the fusion model's table: its tokenizers, then its CLS token
-    for path in ("fusion_toy.yaml", "fusion_toy_tiny.yaml"):
+    for path in ("fusion_toy.yaml",):  # fusion_toy_tiny.yaml is an overlay: it keeps these mask_defs
         trunk = yaml.safe_load((CONFIGS / path).read_text())["model"]["init_args"]["trunk"]
         local = masks.parse(trunk["mask_defs"]["local"]).bind(names)
         (term,) = [t for t in (local.a, local.b) if isinstance(t, masks.Local)]

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from omni.tasks.classification import Classifier
-from omni.tokenizers import ImagePatchTokenizer
-from omni.tokenizers import TrajectoryTokenizer
+from omni.tokenizers import ImagePatchTokenizer, TrajectoryTokenizer
 from omni.training import OptimConfig, param_groups, warmup_cosine
 from omni.transformer import TransformerConfig
 
@@ -88,7 +87,7 @@ def test_optim_config_rejects_bad_values():
 
 def test_classifier_forward_and_shape_errors():
     task = _task()
-    assert task({"image": torch.randn(2, 1, 4, 4)}).shape == (2, 3)
+    assert task({"image": torch.randn(2, 1, 4, 4)})["logits"].shape == (2, 3)
     with pytest.raises(ValueError, match="images: expected size 1 in dimension 1"):
         task({"image": torch.randn(2, 3, 4, 4)})
 

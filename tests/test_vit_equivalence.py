@@ -3,8 +3,8 @@
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from omni.model import OmniModel
 from omni.heads import ClassificationHead
+from omni.model import OmniModel
 from omni.tokenizers import ImagePatchTokenizer
 from omni.transformer import TransformerConfig
 

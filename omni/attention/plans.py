@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
 from omni.attention.masks import FLEX_BLOCK, Mask, Side, block_mask
+from omni.choices import check_choice
 from omni.tokens import Tokens
 
 __all__ = ["BUCKET", "AttentionPath", "Plan", "PlanCache", "SparsePlan", "choose_path", "plan"]
@@ -268,7 +269,8 @@ def plan(mask: Mask, tokens: Tokens, path: AttentionPath) -> Plan:
         sparse = sparse_plan(mask, tokens)
         # A mask that is not sparse (every block needs most keys) runs faster densely.
         return sparse if sparse.gathered_fraction <= MAX_GATHERED else mask.dense(tokens)
-    raise ValueError(f"attention: expected 'auto', 'dense', 'flex' or 'sparse', got {path!r}")
+    check_choice("attention", path, AttentionPath)
+    raise AssertionError(path)
 
 
 def signature(tokens: Tokens) -> str:

@@ -19,7 +19,11 @@ from torch import Tensor
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
-__all__ = ["AugmentCollate", "ImageAugment", "random_affine"]
+from omni.choices import check_choice
+
+__all__ = ["AugmentCollate", "Crop", "ImageAugment", "random_affine"]
+
+Crop = Literal["none", "pad", "resized"]
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,13 @@ class ImageAugment:
     """
 
     hflip: bool = False
-    crop: Literal["none", "pad", "resized"] = "none"
+    crop: Crop = "none"
     crop_padding: int = 4
     crop_scale: tuple[float, float] = (0.6, 1.0)
     affine: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.crop not in ("none", "pad", "resized"):
-            raise ValueError(f"augment.crop: expected 'none', 'pad' or 'resized', got {self.crop!r}")
+        check_choice("augment.crop", self.crop, Crop)
         if self.crop_padding < 0:
             raise ValueError(f"augment.crop_padding: expected >= 0 pixels, got {self.crop_padding}")
         lo, hi = self.crop_scale

@@ -6,11 +6,12 @@ Shape legend
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omni.choices import check_choice
 from omni.model import ModelOutput
 
 __all__ = ["ClassificationHead", "Pool"]
@@ -30,8 +31,7 @@ class ClassificationHead(nn.Module):
             dropout: dropout before the linear layer.
         """
         super().__init__()
-        if pool not in get_args(Pool):
-            raise ValueError(f"pool: expected one of {get_args(Pool)}, got {pool!r}")
+        check_choice("pool", pool, Pool)
         if num_classes < 2:
             raise ValueError(f"num_classes: expected >= 2, got {num_classes}")
         self.pool = pool

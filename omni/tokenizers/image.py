@@ -14,11 +14,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from omni.choices import check_choice
 from omni.layers import sincos_2d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
 __all__ = ["ImagePatchTokenizer"]
+
+
+PosEmbed = Literal["learned", "sincos", "none"]
+Stem = Literal["patch", "conv"]
 
 
 def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -47,8 +52,8 @@ class ImagePatchTokenizer(nn.Module):
         patch_size: int = 16,
         in_chans: int = 3,
         img_size: int | tuple[int, int] = 224,
-        pos_embed: Literal["learned", "sincos", "none"] = "learned",
-        stem: Literal["patch", "conv"] = "patch",
+        pos_embed: PosEmbed = "learned",
+        stem: Stem = "patch",
         stem_channels: int = 64,
         stem_depth: int = 2,
     ) -> None:
@@ -66,10 +71,8 @@ class ImagePatchTokenizer(nn.Module):
         super().__init__()
         if patch_size < 1:
             raise ValueError(f"patch_size: expected a positive int, got {patch_size}")
-        if pos_embed not in ("learned", "sincos", "none"):
-            raise ValueError(f"pos_embed: expected 'learned', 'sincos' or 'none', got {pos_embed!r}")
-        if stem not in ("patch", "conv"):
-            raise ValueError(f"stem: expected 'patch' or 'conv', got {stem!r}")
+        check_choice("pos_embed", pos_embed, PosEmbed)
+        check_choice("stem", stem, Stem)
         self.dim = dim
         self.patch_size = patch_size
         self.in_chans = in_chans

@@ -12,11 +12,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from omni.choices import check_choice
 from omni.layers import FourierFeatures, sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["SensorTokenizer"]
+__all__ = ["SensorMode", "SensorTokenizer"]
+
+SensorMode = Literal["points", "vector"]
 
 
 class SensorTokenizer(nn.Module):
@@ -43,7 +46,7 @@ class SensorTokenizer(nn.Module):
         fourier_features: int = 32,
         fourier_scale: float = 1.0,
         hidden: int | None = None,
-        mode: Literal["points", "vector"] = "points",
+        mode: SensorMode = "points",
         name: str = "sensor",
     ) -> None:
         """
@@ -59,8 +62,7 @@ class SensorTokenizer(nn.Module):
             name: the modality tag this instance emits (``modalities == (name,)``).
         """
         super().__init__()
-        if mode not in ("points", "vector"):
-            raise ValueError(f"mode: expected 'points' or 'vector', got {mode!r}")
+        check_choice("mode", mode, SensorMode)
         if dim < 1 or in_features < 1:
             raise ValueError(f"dim, in_features: expected positive ints, got {dim}, {in_features}")
         if mode == "vector" and dim % 2:
