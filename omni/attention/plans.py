@@ -38,7 +38,7 @@ __all__ = ["BUCKET", "AttentionPath", "Plan", "PlanCache", "SparsePlan", "choose
 
 AttentionPath = Literal["auto", "dense", "flex", "sparse"]
 BUCKET = FLEX_BLOCK  # sequence lengths are rounded up to a multiple of this on the flex path
-BLOCK = 64  # query rows per block on the sparse path (64 beat 128 and 32 at 4,096 tokens, both directions)
+BLOCK = 64  # query rows per block on the sparse path (chosen with benchmarks/masks.py; see RESULTS.md)
 DENSE_ROW_FRACTION = 0.25  # a query allowed more than this share of keys is run densely (global tokens)
 SMALL = 512  # below this many tokens the dense path is the fastest everywhere
 MAX_GATHERED = 0.5  # a sparse plan gathering more than this share of the keys per block falls back to dense
@@ -245,9 +245,9 @@ def _rows_mask(mask: Mask, tokens: Tokens, rows: Tensor, keys: Side) -> Tensor:
 def choose_path(path: AttentionPath, n: int, device: torch.device, training: bool) -> AttentionPath:
     """``auto``: dense for short sequences, flex on CUDA, sparse on CPU.
 
-    On CPU the sparse path is also the faster one for inference: at 4,096 tokens with a local window it took about
-    21 ms against FlexAttention's 110 ms (``benchmarks/masks.py``), and it needs no compilation. ``training`` is
-    kept for devices where the choice differs (FlexAttention has no CPU backward in torch 2.11)."""
+    On CPU the sparse path is also the faster one for inference (``benchmarks/masks.py`` compares them; the figures
+    are in ``benchmarks/results/RESULTS.md``), and it needs no compilation. ``training`` is kept for devices where the
+    choice differs (FlexAttention has no CPU backward in torch 2.11)."""
     if path != "auto":
         return path
     if n < SMALL:
