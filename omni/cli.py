@@ -1,8 +1,9 @@
 """The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
 ``omni viz masks --config configs/X.yaml --out masks.png``.
 
-``fit`` tests the best checkpoint when training ends (``--test_after_fit false`` to skip) so that every run
-directory ends with ``metrics.json``; the command prints the test metrics and the run directory.
+``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
+picks which) so that every run directory ends with ``metrics.json``; the command prints the test metrics and the
+run directory.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Trainer
@@ -25,7 +26,14 @@ class OmniCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
-            "--test_after_fit", type=bool, default=True, help="After fit, test the best checkpoint (fit only)."
+            "--test_after_fit", type=bool, default=True, help="After fit, test a checkpoint (fit only)."
+        )
+        parser.add_argument(
+            "--test_checkpoint",
+            type=Literal["best", "last"],
+            default="best",
+            help="Which checkpoint the test after fit reads: `best` by the task's monitor on the validation split, or "
+            "`last` (the end of training: steadier where the validation split is small and the schedule anneals).",
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -58,13 +66,16 @@ class OmniCLI(LightningCLI):
             return
         has_test = callable(getattr(self.datamodule, "test_dataloader", None))
         if has_test:
-            ckpt = (
-                "best"
-                if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
-                else None
-            )
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            which = self.config.get(self.subcommand, {}).get("test_checkpoint", "best")
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self._checkpoint(which))
         self._report()
+
+    def _checkpoint(self, which: str) -> str | None:
+        """The path of omni's ``best`` or ``last`` checkpoint of this fit; None (the weights in memory) if absent."""
+        for cb in self.trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.filename == which and cb.best_model_path:
+                return cb.best_model_path
+        return None
 
     def after_test(self) -> None:
         self._report()

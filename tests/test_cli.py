@@ -135,11 +135,12 @@ def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, c
 
 def test_fused_config_trains_with_a_mask_schedule(tmp_path, capsys):
     main([
-        "fit", *tiny("fusion_toy"),
+        "fit", *tiny("fusion_toy"), "--test_checkpoint", "last",
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
-    assert Path(metrics["checkpoint"]).is_file() and {"test/acc", "test/loss"} <= set(metrics["metrics"])
+    assert metrics["checkpoint"].endswith("last.ckpt") and Path(metrics["checkpoint"]).is_file()
+    assert {"test/acc", "test/loss"} <= set(metrics["metrics"])
     assert "run directory:" in capsys.readouterr().out
 
 
