@@ -11,6 +11,7 @@ holds indices into that tuple, and the model maps them onto its own modality tab
 from omni.tokenizers.audio import MelSpectrogramTokenizer
 from omni.tokenizers.image import ImagePatchTokenizer
 from omni.tokenizers.sensor import SensorTokenizer
+from omni.tokenizers.text import TextTokenizer
 from omni.tokenizers.trajectory import TrajectoryTokenizer
 
-__all__ = ["ImagePatchTokenizer", "MelSpectrogramTokenizer", "SensorTokenizer", "TrajectoryTokenizer"]
+__all__ = ["ImagePatchTokenizer", "MelSpectrogramTokenizer", "SensorTokenizer", "TextTokenizer", "TrajectoryTokenizer"]
