@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from omni.choices import check_choice
 from omni.data.base import OmniDataModule
 
-__all__ = ["BOS", "EOS", "PAD", "ToySequenceDataModule", "make_pairs"]
+__all__ = ["BOS", "EOS", "PAD", "ToySequenceDataModule", "ToyTask", "make_pairs"]
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = 3  # ids below this are not symbols
@@ -90,8 +91,7 @@ class ToySequenceDataModule(OmniDataModule):
             seed: seed of the generator (train, val and test use seed, seed + 1, seed + 2).
         """
         super().__init__(batch_size)
-        if task not in ("copy", "reverse"):
-            raise ValueError(f"task: expected 'copy' or 'reverse', got {task!r}")
+        check_choice("task", task, ToyTask)
         positive = {"num_symbols": num_symbols, "min_len": min_len, "num_train": num_train}
         for name, value in {**positive, "num_val": num_val, "num_test": num_test}.items():
             if value < 1:

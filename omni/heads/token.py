@@ -6,13 +6,14 @@ Shape legend
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from omni.choices import check_choice
 from omni.model import ModelOutput
 
 __all__ = ["Reduction", "TokenHead"]
@@ -75,8 +76,7 @@ class TokenHead(nn.Module):
         Returns:
             a scalar, or (B, N) for ``none``.
         """
-        if reduction not in get_args(Reduction):
-            raise ValueError(f"reduction: expected one of {get_args(Reduction)}, got {reduction!r}")
+        check_choice("reduction", reduction, Reduction)
         if logits.ndim != 3 or targets.shape != logits.shape[:2]:
             raise ValueError(
                 f"targets: expected shape (B, N) = {tuple(logits.shape[:2])} like the logits (B, N, V), "

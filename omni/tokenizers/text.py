@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from omni.choices import check_choice
 from omni.layers import sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
@@ -56,8 +57,7 @@ class TextTokenizer(nn.Module):
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if pad_id is not None and not 0 <= pad_id < vocab_size:
             raise ValueError(f"pad_id: expected an id in [0, vocab_size={vocab_size}) or None, got {pad_id}")
-        if pos_embed not in ("learned", "sincos"):
-            raise ValueError(f"pos_embed: expected 'learned' or 'sincos', got {pos_embed!r}")
+        check_choice("pos_embed", pos_embed, PosEmbed)
         if pos_embed == "sincos" and dim % 2:
             raise ValueError(f"dim: expected an even width for pos_embed='sincos', got {dim}")
         self.dim, self.vocab_size, self.max_len, self.pad_id = dim, vocab_size, max_len, pad_id

@@ -24,7 +24,7 @@ def test_batches_and_vocabulary():
     assert batch["source"]["ids"].shape == (8, 5) and batch["source"]["mask"].dtype == torch.bool
     assert batch["target"]["ids"].shape == (8, 7) and batch["target"]["mask"].shape == (8, 7)
     assert (dm.vocab_size, dm.pad_id, dm.bos_id, dm.eos_id) == (7, PAD, BOS, EOS)
-    with pytest.raises(ValueError, match="task: expected 'copy' or 'reverse', got 'sort'"):
+    with pytest.raises(ValueError, match="task: expected one of 'copy', 'reverse', got 'sort'"):
         ToySequenceDataModule(task="sort")
     with pytest.raises(ValueError, match="max_len: expected >= min_len=3, got 2"):
         ToySequenceDataModule(min_len=3, max_len=2)

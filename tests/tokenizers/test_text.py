@@ -85,7 +85,7 @@ def test_bad_settings_are_rejected():
         TextTokenizer(D, vocab_size=0)
     with pytest.raises(ValueError, match=r"pad_id: expected an id in \[0, vocab_size=5\) or None, got 5"):
         TextTokenizer(D, vocab_size=5, pad_id=5)
-    with pytest.raises(ValueError, match="pos_embed: expected 'learned' or 'sincos', got 'rope'"):
+    with pytest.raises(ValueError, match="pos_embed: expected one of 'learned', 'sincos', got 'rope'"):
         TextTokenizer(D, vocab_size=5, pos_embed="rope")
     with pytest.raises(ValueError, match="dim: expected an even width for pos_embed='sincos', got 15"):
         TextTokenizer(15, vocab_size=5, pos_embed="sincos")
