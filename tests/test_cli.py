@@ -91,19 +91,19 @@ def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, c
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     acc = metrics["metrics"]["test/acc"]
-    assert metrics["checkpoint"].endswith("best.ckpt")
+    assert metrics["checkpoint"].endswith("last.ckpt")  # configs/digits.yaml: test_checkpoint: last
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"]["init_args"]["trunk"]["dim"] == 32  # the resolved config, defaults filled in
     assert resolved["model"]["init_args"]["trunk"]["norm"] == "layernorm"
 
-    # `omni test` on the saved best checkpoint gives the same accuracy as the test after fit.
+    # `omni test` on the saved last checkpoint gives the same accuracy as the test after fit.
     main(
         [
             "test",
             "--config",
             str(run / "config.yaml"),
             "--ckpt_path",
-            str(run / "checkpoints/best.ckpt"),
+            str(run / "checkpoints/last.ckpt"),
             "--trainer.logger.init_args.save_dir",
             str(tmp_path / "again"),
             "--trainer.enable_progress_bar",
@@ -120,7 +120,7 @@ def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, c
             "--config",
             str(run / "config.yaml"),
             "--ckpt_path",
-            str(run / "checkpoints/best.ckpt"),
+            str(run / "checkpoints/last.ckpt"),
             "--trainer.logger.init_args.save_dir",
             str(tmp_path / "pred"),
             "--trainer.enable_progress_bar",
