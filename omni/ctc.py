@@ -31,20 +31,23 @@ DEAD = -2  # prefix length of an unused beam slot: no real prefix is one label l
 
 
 def check_ctc_inputs(
-    log_probs: object, lengths: object, blank_id: object, min_length: int = 0
+    log_probs: object, lengths: object, blank_id: object, min_length: int = 0, prefix: str = ""
 ) -> tuple[Tensor, Tensor]:
     """Check CTC log-probabilities (B, N, V), frame counts (B,) and the blank id; return them as float32 and long.
 
-    Raises ``ValueError`` naming the argument, what was expected and what came.
+    Raises ``ValueError`` naming the argument (``prefix`` + ``log_probs`` / ``lengths``), what was expected and what
+    came. ``lengths`` may be None: every frame is real.
     """
-    log_probs = check_tensor("log_probs", log_probs, ndim=3, layout="(B, N, V)", finite=False)
+    log_probs = check_tensor(f"{prefix}log_probs", log_probs, ndim=3, layout="(B, N, V)", finite=False)
     b, n, v = log_probs.shape
     if bool(torch.isnan(log_probs).any()):
-        raise ValueError("log_probs: expected log-probabilities, got NaN")
-    lengths = check_tensor("lengths", lengths, ndim=1, layout="(B,)", dtype="int", sizes={0: b})
+        raise ValueError(f"{prefix}log_probs: expected log-probabilities, got NaN")
+    if lengths is None:
+        lengths = torch.full((b,), n, dtype=torch.long, device=log_probs.device)
+    lengths = check_tensor(f"{prefix}lengths", lengths, ndim=1, layout="(B,)", dtype="int", sizes={0: b})
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < min_length or hi > n:
-        raise ValueError(f"lengths: expected frame counts in [{min_length}, N={n}], got min {lo}, max {hi}")
+        raise ValueError(f"{prefix}lengths: expected frame counts in [{min_length}, N={n}], got min {lo}, max {hi}")
     if isinstance(blank_id, bool) or not isinstance(blank_id, int) or not 0 <= blank_id < v:
         raise ValueError(f"blank_id: expected an id in [0, V={v}), got {blank_id!r}")
     return log_probs.float(), lengths.to(device=log_probs.device, dtype=torch.long)
@@ -235,7 +238,8 @@ class CTCPrefixScorer:
             got = f"min {int(tokens.min())}, max {int(tokens.max())}"
             raise ValueError(f"tokens: expected ids in [0, V={self.vocab_size}), got {got}")
         n, r, s = self.x.shape[0], self.rows, tokens.shape[1]
-        x_label = self.x[:, self.example[:, None], tokens]  # (N, R, S)
+        # The blank as a "label" is impossible: its forward probabilities must not revive a prefix that holds it.
+        x_label = self.x[:, self.example[:, None], tokens].masked_fill(tokens == self.blank_id, LOGZERO)  # (N, R, S)
         x_blank = repeat(self.x[:, self.example, self.blank_id], "n r -> n r s", s=s)
         x_both = torch.stack([x_label, x_blank], dim=1)  # (N, 2, R, S)
         r_label, r_blank = self.r[:, 0], self.r[:, 1]  # (N, R)
@@ -252,8 +256,7 @@ class CTCPrefixScorer:
             fwd[t] += x_both[t]
         psi = torch.logsumexp(torch.cat([phi[start - 1 : n - 1] + x_label[start:], fwd[start - 1, :1]]), dim=0)
         whole = total[self.end[self.example], torch.arange(r, device=self.x.device)]  # (R,) log p(labelling = g)
-        psi = torch.where(tokens == self.eos_id, whole[:, None], psi)
-        psi = psi.masked_fill(tokens == self.blank_id, LOGZERO)
+        psi = torch.where(tokens == self.eos_id, whole[:, None], psi).masked_fill(tokens == self.blank_id, LOGZERO)
         self._pending = (tokens, fwd, psi)
         return psi
 

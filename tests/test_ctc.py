@@ -181,6 +181,14 @@ def test_scorer_complete_hypothesis_plus_eos_equals_minus_ctc_loss(seed, n, data
         scorer.select(torch.arange(3), torch.zeros(3, dtype=torch.long))
 
 
+def test_a_prefix_holding_the_blank_stays_impossible():
+    log_probs = random_log_probs(5, 1, 6, 4)
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([6]), eos_id=3)
+    assert scorer.score(torch.tensor([[BLANK, 1]]))[0, 0] == LOGZERO
+    scorer.select(torch.tensor([0]), torch.tensor([0]))  # a search that keeps it anyway (no better candidate)
+    assert (scorer.score(torch.tensor([[1, 2, 3]])) < LOGZERO / 2).all()
+
+
 def test_bad_arguments_are_named():
     log_probs = random_log_probs(0, 2, 5, 4)
     with pytest.raises(ValueError, match=r"lengths: expected a 1-D tensor \(B,\)"):
