@@ -19,6 +19,7 @@ Shape legend
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor
 
@@ -70,7 +71,7 @@ def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[li
     """
     log_probs, lengths = check_ctc_inputs(log_probs, lengths, blank_id)
     best = log_probs.argmax(dim=-1)  # (B, N)
-    previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=-1)
+    previous = F.pad(best[:, :-1], (1, 0), value=-1)
     keep = (best != blank_id) & (best != previous) & _frames(lengths, best.shape[1])
     return [row[k].tolist() for row, k in zip(best.cpu(), keep.cpu(), strict=True)]
 

@@ -151,9 +151,12 @@ def ctc_outputs(b: int, n: int, vocab: int, seed: int, scale: float = 2.0) -> to
 def ctc_log_p(log_probs: torch.Tensor, seq: list[int]) -> float:
     """log p_ctc(labelling = seq) for one utterance (N, V), by torch's ctc_loss."""
     n = log_probs.shape[0]
-    target = torch.tensor([seq or [3]])
-    nll = F.ctc_loss(log_probs[:, None], target, torch.tensor([n]), torch.tensor([len(seq)]), blank=PAD)
-    return -float(nll) * max(1, len(seq))  # "mean" divides by the target length
+    target = torch.tensor([seq or [3]])  # an empty labelling: length 0, the id is not read
+    return -float(F.ctc_loss(log_probs[:, None], target, torch.tensor([n]), torch.tensor([len(seq)]), PAD, "sum"))
+
+
+def labellings(labels: list[int], max_len: int) -> list[list[int]]:
+    return [list(s) for m in range(max_len + 1) for s in itertools.product(labels, repeat=m)]
 
 
 def one_example(src: dict, b: int) -> dict:
@@ -178,10 +181,6 @@ def test_joint_search_with_enough_beams_maximises_the_weighted_score(ctc_weight,
         assert hyp.scores[b].item() == pytest.approx(best_score, abs=1e-4)
         # Attention alone picks something else: the CTC term decides.
         assert attention_only.ids[b, : int(attention_only.lengths[b])].tolist() != best
-
-
-def labellings(labels: list[int], max_len: int) -> list[list[int]]:
-    return [list(s) for m in range(max_len + 1) for s in itertools.product(labels, repeat=m)]
 
 
 def test_joint_search_at_weight_zero_is_attention_search_and_examples_are_searched_alone():
