@@ -43,12 +43,13 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def record(name: str, result: dict[str, Any]) -> dict[str, Any]:
+def record(name: str, result: dict[str, Any], save: bool = True) -> dict[str, Any]:
     """Print the result as one JSON line (the benchmark's last line) and append it, with the machine, to
-    ``benchmarks/results/<name>.jsonl``."""
+    ``benchmarks/results/<name>.jsonl`` (unless ``save`` is False: a smoke run)."""
     row = {"benchmark": name, **result, "machine": machine()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"{name}.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    if save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with open(RESULTS / f"{name}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
     return row

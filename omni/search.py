@@ -7,12 +7,20 @@ best unfinished hypotheses per example at each step and collects finished ones (
 example has ``beams`` of them, as Whisper's and fairseq's beam searches do; the answer is the finished hypothesis
 with the best length-normalised score. With one beam it is greedy search.
 
+Given a CTC head's output over the encoder's frames, beam search is joint CTC/attention decoding (Watanabe et al.
+2017, ESPnet): a hypothesis g scores ``(1 - w) · log p_att(g) + w · log ψ_ctc(g)``, where ψ_ctc is the CTC prefix
+probability (``omni.ctc.CTCPrefixScorer``); ending with EOS scores the CTC probability of exactly g. Only each
+beam's attention top ``ceil(1.5 · K)`` ids are scored by CTC (ESPnet's pre-beam). ``ctc_weight = 0`` is plain
+attention beam search.
+
 Shape legend
     B examples   K beams   P prompt ids   T generated ids (EOS included)   V vocabulary size
+    C candidate ids per beam (V; ceil(1.5 K) with CTC)   N CTC frames
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +29,15 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from omni.ctc import CTCPrefixScorer, check_ctc_inputs
 from omni.decoding import DecodeState
 from omni.heads.token import TokenHead
 from omni.model import EncoderDecoder, OmniModel
 from omni.tokenizers.text import TextTokenizer
 
 __all__ = ["Hypotheses", "beam_search", "greedy_search", "text_io"]
+
+PRE_BEAM = 1.5  # with CTC, each beam's candidates are its attention's top ceil(PRE_BEAM * K) ids (ESPnet's ratio)
 
 
 @dataclass
@@ -36,9 +47,10 @@ class Hypotheses:
     Attributes:
         ids: (B, T) long generated ids after the prompt, EOS included; after EOS, the tokenizer's ``pad_id`` (EOS
             when it has none). T is the longest chosen hypothesis.
-        lengths: (B,) long ids generated, EOS included (``max_len`` when EOS never came).
-        scores: (B,) float: the sum of the ids' log-probabilities; for beam search divided by
-            ``length ** length_penalty``.
+        lengths: (B,) long ids generated, EOS included (``max_len`` when EOS never came); 1 for an empty
+            hypothesis (EOS first: an empty transcript).
+        scores: (B,) float: the sum of the ids' log-probabilities (with CTC, the joint score); for beam search
+            divided by ``length ** length_penalty``.
     """
 
     ids: Tensor
@@ -168,8 +180,12 @@ def beam_search(
     length_penalty: float = 1.0,
     tokenizer: str | None = None,
     head: str | None = None,
+    ctc_log_probs: Tensor | None = None,
+    ctc_lengths: Tensor | None = None,
+    ctc_weight: float = 0.0,
+    blank_id: int = 0,
 ) -> Hypotheses:
-    """Beam search, batched over examples × beams.
+    """Beam search, batched over examples × beams; joint CTC/attention decoding when given CTC log-probabilities.
 
     At each step every example keeps its ``beams`` best unfinished hypotheses (by summed log-probability); a
     hypothesis ending in EOS that ranks before the last of them is finished. An example is done once it has
@@ -187,30 +203,52 @@ def beam_search(
             hypotheses; 1: the mean log-probability per id, as Whisper does).
         tokenizer: the decoder's ``TextTokenizer`` name; default the only one.
         head: the name of the ``TokenHead`` reading it; default the only one.
+        ctc_log_probs: (B, N, V) per-frame log-probabilities of a CTC head over the encoder's frames, in the
+            decoder's vocabulary (``CTCHead``); used when ``ctc_weight`` > 0.
+        ctc_lengths: (B,) real frames per example, at least 1; default all N.
+        ctc_weight: w in [0, 1]: the hypothesis score is (1 - w) · attention + w · CTC prefix log-probability
+            (ESPnet's recipes use 0.3); 0 ignores the CTC input, 1 ranks by CTC alone (among the attention's
+            candidates).
+        blank_id: the CTC blank; it is never emitted.
     """
     if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
         raise ValueError(f"beams: expected a positive int, got {beams!r}")
     if length_penalty < 0:
         raise ValueError(f"length_penalty: expected >= 0, got {length_penalty}")
+    if isinstance(ctc_weight, bool) or not isinstance(ctc_weight, int | float) or not 0 <= ctc_weight <= 1:
+        raise ValueError(f"ctc_weight: expected a number in [0, 1], got {ctc_weight!r}")
     step = _Stepper(model, enc_inputs, tokenizer, head)
     _check(max_len, eos_id, step.vocab_size)
     b, k, v = step.state.batch_size, beams, step.vocab_size
     fill = eos_id if step.pad_id is None else step.pad_id
     device = next(model.decoder.parameters()).device
+    ctc = _ctc_scorer(ctc_log_probs, ctc_lengths, ctc_weight, blank_id, eos_id, b, v, device)
     ids = repeat(_prompt(prompt, b, device), "b p -> (b k) p", k=k)
     step.state.expand(k)
+    if ctc is not None:
+        ctc.expand(k)
     rows = torch.arange(b, device=device)
-    scores = torch.full((b, k), float("-inf"), device=device)
+    scores = torch.full((b, k), float("-inf"), device=device)  # (B, K) the ranking score: joint with CTC
     scores[:, 0] = 0.0  # the K copies are one hypothesis until the first step
+    att = scores.clone()  # (B, K) attention log-probabilities
     seqs = torch.zeros(b, k, 0, dtype=torch.long, device=device)  # (B, K, t) unfinished hypotheses
     best = torch.full((b,), float("-inf"), device=device)
     best_ids = torch.full((b, max_len), fill, dtype=torch.long, device=device)
     best_len = torch.full((b,), max_len, dtype=torch.long, device=device)
     finished = torch.zeros(b, dtype=torch.long, device=device)  # finished hypotheses collected per example
     for t in range(max_len):
-        logp = rearrange(step(ids), "(b k) v -> b k v", k=k)
-        cand, flat = (scores[..., None] + logp).flatten(1).topk(min(2 * k, k * v), dim=1)  # (B, 2K) best first
-        beam, token = flat // v, flat % v
+        att_cand = att[..., None] + rearrange(step(ids), "(b k) v -> b k v", k=k)  # (B, K, V)
+        tokens = None  # (B, K, C) the candidate ids; None: all V
+        joint = att_cand
+        if ctc is not None:
+            att_cand, tokens = att_cand.topk(min(v, math.ceil(PRE_BEAM * k)), dim=-1)
+            psi = rearrange(ctc.score(rearrange(tokens, "b k c -> (b k) c")), "(b k) c -> b k c", k=k)
+            joint = psi if ctc_weight == 1 else (1 - ctc_weight) * att_cand + ctc_weight * psi
+            joint = joint.masked_fill(scores[..., None] == float("-inf"), float("-inf"))  # the copies at t = 0
+        c = joint.shape[-1]
+        cand, flat = joint.flatten(1).topk(min(2 * k, k * c), dim=1)  # (B, 2K) best first
+        beam, col = flat // c, flat % c
+        token = col if tokens is None else tokens.flatten(1).gather(1, flat)
         is_eos = token == eos_id
         # Finished: an EOS candidate ranked before the K-th unfinished one, while the example collects (<= K).
         before_kth = (~is_eos).cumsum(dim=1) < k
@@ -232,8 +270,12 @@ def beam_search(
         # Unfinished: the K best non-EOS candidates (a stable sort puts them first, best first).
         keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (B, K) of 2K
         scores, beam, token = cand.gather(1, keep), beam.gather(1, keep), token.gather(1, keep)
+        att = att_cand.flatten(1).gather(1, flat.gather(1, keep))
         seqs = torch.cat([seqs.gather(1, repeat(beam, "b k -> b k t", t=t)), token[..., None]], dim=2)
-        step.state.reorder(rearrange(rows[:, None] * k + beam, "b k -> (b k)"))
+        survivors = rearrange(rows[:, None] * k + beam, "b k -> (b k)")
+        step.state.reorder(survivors)
+        if ctc is not None:
+            ctc.select(survivors, rearrange(col.gather(1, keep), "b k -> (b k)"))
         ids = rearrange(token, "b k -> (b k) 1")
     else:  # max_len reached: an example short of K finished hypotheses also considers its unfinished ones
         normed = (scores / float(max_len) ** length_penalty).masked_fill((finished >= k)[:, None], float("-inf"))
@@ -243,3 +285,29 @@ def beam_search(
         best_len = best_len.masked_fill(better, max_len)
         best = torch.where(better, top, best)
     return Hypotheses(ids=best_ids[:, : int(best_len.max())], lengths=best_len, scores=best)
+
+
+def _ctc_scorer(
+    log_probs: Tensor | None,
+    lengths: Tensor | None,
+    weight: float,
+    blank_id: int,
+    eos_id: int,
+    batch: int,
+    vocab_size: int,
+    device: torch.device,
+) -> CTCPrefixScorer | None:
+    """The CTC prefix scorer of a joint search (None when ``weight`` is 0), its inputs checked by their names."""
+    if weight == 0:
+        return None
+    if log_probs is None:
+        raise ValueError(f"ctc_log_probs: expected (B, N, V) CTC log-probabilities for ctc_weight={weight}, got None")
+    log_probs, lengths = check_ctc_inputs(log_probs, lengths, blank_id, min_length=1, prefix="ctc_")
+    if log_probs.shape[0] != batch or log_probs.shape[2] != vocab_size:
+        raise ValueError(
+            f"ctc_log_probs: expected shape (B={batch}, N, V={vocab_size}) like the examples and the decoder's "
+            f"vocabulary, got {tuple(log_probs.shape)}"
+        )
+    if blank_id == eos_id:
+        raise ValueError(f"blank_id: expected an id other than eos_id={eos_id}, got {blank_id}")
+    return CTCPrefixScorer(log_probs.to(device), lengths.to(device), blank_id=blank_id, eos_id=eos_id)

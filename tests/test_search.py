@@ -1,5 +1,6 @@
 """Greedy and beam search: cached greedy equals argmax over full forwards of the growing prefix; one beam is
-greedy; enough beams find the exhaustive optimum; each example is searched as if alone."""
+greedy; enough beams find the exhaustive optimum; each example is searched as if alone. Joint CTC/attention search
+with enough beams finds the brute-force best weighted score; an empty hypothesis (EOS first) is one EOS."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from omni.heads import TokenHead
 from omni.model import EncoderDecoder, OmniModel
@@ -135,3 +137,94 @@ def test_a_prompt_of_several_ids_and_errors():
     assert text_io(model.decoder) == ("text", "lm")
     with pytest.raises(ValueError, match="tokenizer: expected the decoder to have one TextTokenizer"):
         text_io(OmniModel({"p": SensorTokenizer(D, in_features=2)}, TransformerConfig(dim=D, depth=1, heads=4)))
+
+
+# ---------------------------------------------------------------------------- joint CTC/attention search
+def ctc_outputs(b: int, n: int, vocab: int, seed: int, scale: float = 2.0) -> torch.Tensor:
+    """(B, N, V) CTC log-probabilities in which only the blank (PAD) and ids 3.. can be emitted."""
+    g = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(b, n, vocab, generator=g)
+    logits[..., [BOS, EOS]] = float("-inf")
+    return logits.log_softmax(-1)
+
+
+def ctc_log_p(log_probs: torch.Tensor, seq: list[int]) -> float:
+    """log p_ctc(labelling = seq) for one utterance (N, V), by torch's ctc_loss."""
+    n = log_probs.shape[0]
+    target = torch.tensor([seq or [3]])  # an empty labelling: length 0, the id is not read
+    return -float(F.ctc_loss(log_probs[:, None], target, torch.tensor([n]), torch.tensor([len(seq)]), PAD, "sum"))
+
+
+def labellings(labels: list[int], max_len: int) -> list[list[int]]:
+    return [list(s) for m in range(max_len + 1) for s in itertools.product(labels, repeat=m)]
+
+
+def one_example(src: dict, b: int) -> dict:
+    return {"source": {k: v[b : b + 1] for k, v in src["source"].items()}}
+
+
+@pytest.mark.parametrize(("ctc_weight", "seed"), [(1.0, 3), (0.5, 1)])
+def test_joint_search_with_enough_beams_maximises_the_weighted_score(ctc_weight, seed):
+    vocab, frames = 5, 3  # labels 3 and 4: 15 labellings fit 3 frames, at most 8 unfinished: 10 beams prune none
+    model, src = encoder_decoder(vocab, eos_bias=-1.0, seed=seed), sources(b=2, vocab=vocab)
+    ctc = ctc_outputs(2, frames, vocab, seed)
+    common = {"prompt": BOS, "eos_id": EOS, "max_len": frames + 1, "beams": 10, "length_penalty": 0.0}
+    hyp = beam_search(model, src, **common, ctc_log_probs=ctc, ctc_weight=ctc_weight)
+    attention_only = beam_search(model, src, **common)
+    for b in range(2):
+        scored = []
+        for seq in labellings([3, 4], frames):
+            att = log_prob(model, one_example(src, b), [*seq, EOS])
+            scored.append(((1 - ctc_weight) * att + ctc_weight * ctc_log_p(ctc[b], seq), [*seq, EOS]))
+        best_score, best = max(scored)
+        assert hyp.ids[b, : int(hyp.lengths[b])].tolist() == best
+        assert hyp.scores[b].item() == pytest.approx(best_score, abs=1e-4)
+        # Attention alone picks something else: the CTC term decides.
+        assert attention_only.ids[b, : int(attention_only.lengths[b])].tolist() != best
+
+
+def test_joint_search_at_weight_zero_is_attention_search_and_examples_are_searched_alone():
+    model, src = encoder_decoder(eos_bias=1.0), sources(b=3)
+    common = {"prompt": BOS, "eos_id": EOS, "max_len": 6, "beams": 3}
+    ctc = ctc_outputs(3, 7, 7, seed=0)
+    plain = beam_search(model, src, **common)
+    zero = beam_search(model, src, **common, ctc_log_probs=ctc, ctc_weight=0.0)
+    assert torch.equal(plain.ids, zero.ids) and torch.equal(plain.scores, zero.scores)
+    lengths = torch.tensor([7, 4, 2])
+    together = beam_search(model, src, **common, ctc_log_probs=ctc, ctc_lengths=lengths, ctc_weight=0.3)
+    assert not torch.equal(together.ids, plain.ids)  # CTC changes the answer
+    for b in range(3):
+        n = int(src["source"]["mask"][b].sum())
+        one = {"source": {k: v[b : b + 1, :n] for k, v in src["source"].items()}}
+        alone = beam_search(model, one, **common, ctc_log_probs=ctc[b : b + 1, : int(lengths[b])], ctc_weight=0.3)
+        length = int(alone.lengths[0])
+        assert together.lengths[b] == length and torch.equal(together.ids[b, :length], alone.ids[0, :length])
+        torch.testing.assert_close(together.scores[b], alone.scores[0], atol=1e-4, rtol=1e-5)
+
+
+def test_an_empty_hypothesis_is_a_lone_eos():
+    model, src = encoder_decoder(eos_bias=50.0), sources(b=2)  # EOS first: an empty transcript
+    common = {"prompt": BOS, "eos_id": EOS, "max_len": 5}
+    greedy = greedy_search(model, src, **common)
+    beam = beam_search(model, src, **common, beams=3)
+    for hyp in (greedy, beam):
+        assert hyp.ids.tolist() == [[EOS], [EOS]] and hyp.lengths.tolist() == [1, 1]
+    silence = torch.full((2, 6, 7), -30.0)
+    silence[..., PAD] = 0.0  # every frame blank: CTC says the transcript is empty too
+    joint = beam_search(model, src, **common, beams=3, ctc_log_probs=silence.log_softmax(-1), ctc_weight=0.5)
+    assert joint.ids.tolist() == [[EOS], [EOS]] and joint.lengths.tolist() == [1, 1]
+    assert torch.isfinite(joint.scores).all()
+
+
+def test_joint_search_errors_are_named():
+    model, src = encoder_decoder(), sources(b=2)
+    common = {"prompt": BOS, "eos_id": EOS, "max_len": 4}
+    ctc = ctc_outputs(2, 5, 7, seed=0)
+    with pytest.raises(ValueError, match=r"ctc_weight: expected a number in \[0, 1\], got 1.5"):
+        beam_search(model, src, **common, ctc_log_probs=ctc, ctc_weight=1.5)
+    with pytest.raises(ValueError, match="ctc_log_probs: expected .* for ctc_weight=0.3, got None"):
+        beam_search(model, src, **common, ctc_weight=0.3)
+    with pytest.raises(ValueError, match=r"ctc_log_probs: expected shape \(B=2, N, V=7\) .* got \(2, 5, 6\)"):
+        beam_search(model, src, **common, ctc_log_probs=ctc[..., :6], ctc_weight=0.3)
+    with pytest.raises(ValueError, match=r"ctc_lengths: expected frame counts in \[1, N=5\], got min 0, max 5"):
+        beam_search(model, src, **common, ctc_log_probs=ctc, ctc_lengths=torch.tensor([0, 5]), ctc_weight=0.3)
