@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from lightning import Trainer
+from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch.trainer.states import RunningStage
 from torch.utils.data import DataLoader
@@ -210,3 +210,40 @@ def test_lightning_keeps_the_bucket_sampler_under_ddp_and_sets_its_epoch(corpus)
     with pytest.raises(TypeError, match="can't inject a \\(distributed\\) sampler"):
         trainer._data_connector._prepare_dataloader(plain, shuffle=True, mode=RunningStage.TRAINING)
     assert sorted(i for b in loader.sampler.batches() for i in b) == list(range(10))  # each clip once over 2 ranks
+
+
+class KeyRecorder(LightningModule):
+    """Records the keys of every batch it is given; learns nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[tuple[str, int, list[str]]] = []
+
+    def training_step(self, batch: dict, i: int) -> torch.Tensor:
+        self.seen.append(("train", self.current_epoch, batch["key"]))
+        return self.w * batch["audio"]["audio"].mean()
+
+    def validation_step(self, batch: dict, i: int) -> None:
+        self.seen.append(("val", self.current_epoch, batch["key"]))
+
+    def predict_step(self, batch: dict, i: int) -> list[str]:
+        return batch["key"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_lightning_fit_and_predict_see_every_utterance(corpus):
+    dm = module(corpus, max_batch_seconds=1.2, num_buckets=3, speed_perturb=[0.9, 1.1])
+    model = KeyRecorder()
+    kw = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    trainer = Trainer(max_epochs=2, num_sanity_val_steps=0, enable_model_summary=False, **kw)
+    trainer.fit(model, dm)
+    for split, n in (("train", 10), ("val", 3)):
+        epochs = [[k for s, e, b in model.seen if (s, e) == (split, epoch) for k in b] for epoch in (0, 1)]
+        assert all(sorted(e) == sorted(set(e)) and len(e) == n for e in epochs)
+    train = [[tuple(b) for s, e, b in model.seen if (s, e) == ("train", epoch)] for epoch in (0, 1)]
+    assert train[0] != train[1]  # Lightning set the epoch: a new order
+    keys = [k for batch in trainer.predict(model, dm) for k in batch]
+    assert sorted(Path(k).name for k in keys) == ["000.wav", "001.flac", "002.wav"]
