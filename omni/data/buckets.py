@@ -64,8 +64,8 @@ class DurationBucketSampler(DistributedSampler):
             max_batch_seconds: the most padded seconds a batch holds (batch size x its longest utterance); an
                 utterance longer than that is a batch of its own.
             num_buckets: duration buckets (equal counts of utterances); more buckets, less padding, less mixing.
-            batch_size: a fixed number of utterances per batch instead of the seconds budget (which is then
-                ignored); batches are still drawn within buckets.
+            batch_size: a count instead of the seconds budget (which is then ignored): each bucket is dealt into
+                near-equal batches of at most this many utterances.
             shuffle: reshuffle bucket members and batch order each epoch (training); False: batches in order of
                 duration, the same every epoch (evaluation).
             seed: the seed of every epoch's order, with the epoch (``set_epoch``).
@@ -84,12 +84,8 @@ class DurationBucketSampler(DistributedSampler):
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         world, me = _replicas(num_replicas, rank)
         super().__init__(d, num_replicas=world, rank=me, shuffle=shuffle, seed=seed, drop_last=False)
-        self.durations, self.max_batch_seconds, self.batch_size, self.even = (
-            d,
-            float(max_batch_seconds),
-            batch_size,
-            even,
-        )
+        self.durations, self.max_batch_seconds = d, float(max_batch_seconds)
+        self.batch_size, self.even = batch_size, even
         order = np.argsort(d, kind="stable")
         self.buckets = [b for b in np.array_split(order, min(num_buckets, d.size)) if b.size]
         self.bucket_batches = [math.ceil(b.size / self._bucket_batch_size(b)) for b in self.buckets]

@@ -209,7 +209,7 @@ class SpeechDataModule(OmniDataModule):
             max_batch_seconds: the most padded audio per batch, in seconds (batch size x its longest utterance;
                 speed perturbation counted); a longer utterance is a batch alone.
             num_buckets: duration buckets batches are drawn from (see ``DurationBucketSampler``).
-            batch_size: a fixed number of utterances per batch instead of ``max_batch_seconds``.
+            batch_size: at most this many utterances per batch (near-equal batches) instead of ``max_batch_seconds``.
             max_duration: drop training utterances longer than this many seconds; None keeps all.
             speed_perturb: speed factors for training audio, one drawn per utterance (resampling: tempo and pitch
                 change together); None or [] for none.
@@ -226,7 +226,7 @@ class SpeechDataModule(OmniDataModule):
             raise ValueError(f"max_duration: expected a positive number of seconds or None, got {max_duration!r}")
         if speed_perturb and not all(isinstance(s, int | float) and 0 < s < math.inf for s in speed_perturb):
             raise ValueError(f"speed_perturb: expected positive speed factors, got {speed_perturb!r}")
-        DurationBucketSampler([1.0], max_batch_seconds, num_buckets, batch_size, num_replicas=1)  # checks those
+        DurationBucketSampler([1.0], max_batch_seconds, num_buckets, batch_size, num_replicas=1, rank=0)  # checks
         self.vocab_kind, self.subword_size, self.sample_rate, self.seed = vocab, subword_size, sample_rate, seed
         self.max_batch_seconds, self.num_buckets, self.batch_size = max_batch_seconds, num_buckets, batch_size
         self.max_duration, self.speed_perturb = max_duration, list(speed_perturb or [])
@@ -261,14 +261,17 @@ class SpeechDataModule(OmniDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets ``stage`` needs (fit: train and val; None: train and val; the others their own)."""
+        """Build the datasets ``stage`` needs: train and val for ``fit`` (and None), the split of the others."""
         for split in STAGE_SPLITS.get(stage, ("train", "val")):
             self._dataset(split)
 
     def _loader(self, ds: Dataset | None, split: str) -> DataLoader:
-        ds = self._dataset(split)  # type: ignore[arg-type]
+        """The loader of ``split`` (its dataset is built if ``setup`` has not; the base's ``ds`` is not needed):
+        duration-bucketed batches, sharded with the trainer's world size and rank when there is a trainer (else
+        torch.distributed's, when initialised)."""
+        dataset = self._dataset(split)  # type: ignore[arg-type]
         train = split == "train"
-        durations = [u.duration for u in ds.utterances]
+        durations = [u.duration for u in dataset.utterances]
         if train and self.speed_perturb:  # the slowest speed makes the longest audio
             durations = [d / min(self.speed_perturb) for d in durations]
         shards = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
@@ -279,12 +282,12 @@ class SpeechDataModule(OmniDataModule):
             self.batch_size,
             shuffle=train,
             seed=self.seed,
-            num_replicas=shards.get("num_replicas", 1),
-            rank=shards.get("rank", 0),
+            num_replicas=shards.get("num_replicas"),
+            rank=shards.get("rank"),
             even=split != "predict",  # a prediction is made once per utterance; uneven ranks are fine there
         )
         return DataLoader(
-            BatchOf(ds),
+            BatchOf(dataset),
             sampler=sampler,  # a DistributedSampler of batches: Lightning keeps it under DDP
             batch_size=None,
             generator=torch.Generator().manual_seed(torch.initial_seed() % 2**31),  # worker seeds
@@ -330,7 +333,7 @@ class ManifestDataModule(SpeechDataModule):
             sample_rate: Hz every waveform is resampled to.
             max_batch_seconds: the most padded audio per batch, in seconds.
             num_buckets: duration buckets batches are drawn from.
-            batch_size: a fixed number of utterances per batch instead of ``max_batch_seconds``.
+            batch_size: at most this many utterances per batch (near-equal batches) instead of ``max_batch_seconds``.
             max_duration: drop training utterances longer than this many seconds; None keeps all.
             speed_perturb: speed factors for training audio; None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.

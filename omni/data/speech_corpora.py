@@ -67,7 +67,7 @@ class LibriSpeechDataModule(SpeechDataModule):
             sample_rate: Hz every waveform is resampled to (LibriSpeech is recorded at 16 kHz).
             max_batch_seconds: the most padded audio per batch, in seconds.
             num_buckets: duration buckets batches are drawn from.
-            batch_size: a fixed number of utterances per batch instead of ``max_batch_seconds``.
+            batch_size: at most this many utterances per batch (near-equal batches) instead of ``max_batch_seconds``.
             max_duration: drop training utterances longer than this many seconds (LibriSpeech's reach 35 s).
             speed_perturb: speed factors for training audio; None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.
@@ -144,7 +144,7 @@ class SpeechCommandsDataModule(SpeechDataModule):
             sample_rate: Hz every waveform is resampled to (the clips are 16 kHz).
             max_batch_seconds: the most padded audio per batch, in seconds (clips last at most 1 s).
             num_buckets: duration buckets batches are drawn from.
-            batch_size: a fixed number of clips per batch instead of ``max_batch_seconds``.
+            batch_size: at most this many clips per batch (near-equal batches) instead of ``max_batch_seconds``.
             max_duration: drop training clips longer than this many seconds.
             speed_perturb: speed factors for training audio; None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.
