@@ -5,24 +5,42 @@
 - ``ImageFolderDataModule``: a user's own folder of images, one subfolder per class.
 - ``SyntheticFusionDataModule``: offline camera + radar + ego scenes (a toy for masks and fusion).
 - ``ToySequenceDataModule``: random symbol sequences to copy or reverse (offline; the seq2seq toy).
+- ``ManifestDataModule``: speech from NeMo-style JSON-lines manifests (``omni data speech`` writes them); built on
+  ``SpeechDataModule`` (audio, transcripts, duration-bucketed batches) like the two below.
+- ``LibriSpeechDataModule``, ``SpeechCommandsDataModule``: those corpora in torchaudio's folder layouts.
+- ``DurationBucketSampler``: batches of similar duration under a padded-seconds budget, even over DDP ranks.
+- ``normalize_text``, ``CharVocab``, ``SubwordVocab``, ``vocab_from_dict``: transcripts to ids and back.
 - ``ImageAugment``: image augmentation as a config choice (flip, crop, affine warps).
 """
 
 from omni.data.augment import ImageAugment
 from omni.data.base import OmniDataModule
+from omni.data.buckets import DurationBucketSampler
 from omni.data.digits import DigitsDataModule, digits_splits
 from omni.data.fusion_toy import SyntheticFusionDataModule
 from omni.data.image_folder import ImageFolderDataModule
+from omni.data.speech import ManifestDataModule, SpeechDataModule
+from omni.data.speech_corpora import LibriSpeechDataModule, SpeechCommandsDataModule
+from omni.data.text import CharVocab, SubwordVocab, normalize_text, vocab_from_dict
 from omni.data.toy_sequences import ToySequenceDataModule
 from omni.data.vision import TorchvisionDataModule
 
 __all__ = [
+    "CharVocab",
     "DigitsDataModule",
+    "DurationBucketSampler",
     "ImageAugment",
     "ImageFolderDataModule",
+    "LibriSpeechDataModule",
+    "ManifestDataModule",
     "OmniDataModule",
+    "SpeechCommandsDataModule",
+    "SpeechDataModule",
+    "SubwordVocab",
     "SyntheticFusionDataModule",
     "TorchvisionDataModule",
     "ToySequenceDataModule",
     "digits_splits",
+    "normalize_text",
+    "vocab_from_dict",
 ]

@@ -21,7 +21,7 @@ from omni.layers import sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["MelSpectrogramTokenizer"]
+__all__ = ["MelSpectrogramTokenizer", "SpecAugment"]
 
 SAMPLE_RATE = 16000  # Hz, Whisper's rate
 N_FFT = 400  # 25 ms window at 16 kHz
@@ -35,6 +35,49 @@ DYNAMIC_RANGE = 8.0  # log10 units kept below each clip's loudest value (80 dB)
 def _frames(num_samples: Tensor | int, hop: int) -> Tensor | int:
     """Mel frames Whisper keeps for a clip: one per full hop (its STFT's last, centred frame is dropped)."""
     return num_samples // hop
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment's masks (Park et al., 2019) with NeMo's defaults, in training mode only (identity in eval).
+
+    ``freq_masks`` bands of 0 to ``freq_width - 1`` mel bins and ``time_masks`` spans of 0 to
+    ``time_width_ratio`` x F - 1 frames, each drawn per clip (``torchaudio.transforms.FrequencyMasking`` /
+    ``TimeMasking`` with ``iid_masks=True``), are set to the clip's floor: the value of silence, which is also what
+    padding frames hold, so padding stays exactly as it was. F is the batch's frame count: time masks are placed
+    and sized over the padded length, and one that falls past a clip's end changes nothing (duration-bucketed
+    batches keep that small).
+    """
+
+    def __init__(
+        self, freq_masks: int = 2, freq_width: int = 27, time_masks: int = 10, time_width_ratio: float = 0.05
+    ) -> None:
+        """
+        Args:
+            freq_masks: frequency bands masked per clip.
+            freq_width: the widest band, in mel bins (widths are uniform in [0, freq_width)).
+            time_masks: time spans masked per clip.
+            time_width_ratio: the widest span, as a share of the frames (widths uniform in [0, ratio x F)).
+        """
+        super().__init__()
+        for name, value in (("freq_masks", freq_masks), ("freq_width", freq_width), ("time_masks", time_masks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"spec_augment.{name}: expected a non-negative int, got {value!r}")
+        if not 0.0 <= time_width_ratio <= 1.0:
+            raise ValueError(f"spec_augment.time_width_ratio: expected a share in [0, 1], got {time_width_ratio!r}")
+        self.freq_masks, self.time_masks, self.time_width_ratio = freq_masks, time_masks, time_width_ratio
+        self.freq = AT.FrequencyMasking(freq_width, iid_masks=True)
+
+    def forward(self, log_spec: Tensor, floor: Tensor) -> Tensor:
+        """Mask ``log_spec`` (B, M, F) to ``floor`` (B, 1, 1) in training mode; returns (B, M, F)."""
+        if not self.training:
+            return log_spec
+        keep = torch.ones_like(log_spec)  # masks drawn on ones (masked -> 0), then applied: unmasked values exact
+        for _ in range(self.freq_masks):
+            keep = self.freq(keep)
+        time = AT.TimeMasking(int(self.time_width_ratio * log_spec.shape[-1]), iid_masks=True)
+        for _ in range(self.time_masks):
+            keep = time(keep)
+        return torch.where(keep.bool(), log_spec, floor)
 
 
 class MelSpectrogramTokenizer(nn.Module):
@@ -62,6 +105,7 @@ class MelSpectrogramTokenizer(nn.Module):
         n_mels: int = N_MELS,
         n_fft: int | None = None,
         hop_length: int | None = None,
+        spec_augment: dict[str, float] | None = None,
     ) -> None:
         """
         Args:
@@ -70,6 +114,9 @@ class MelSpectrogramTokenizer(nn.Module):
             n_mels: mel bins M (80 for Whisper up to large-v2, 128 for large-v3).
             n_fft: STFT window in samples; default 25 ms at ``sample_rate`` (400 at 16 kHz).
             hop_length: samples between mel frames; default 10 ms at ``sample_rate`` (160 at 16 kHz).
+            spec_augment: SpecAugment on the normalised log-mel in training mode, masked to each clip's floor:
+                ``{}`` for NeMo's defaults or any of ``freq_masks`` (2), ``freq_width`` (27), ``time_masks`` (10),
+                ``time_width_ratio`` (0.05); see ``SpecAugment``. None: no augmentation.
         """
         super().__init__()
         if dim < 2 or dim % 2:
@@ -99,6 +146,10 @@ class MelSpectrogramTokenizer(nn.Module):
             norm="slaney",
             mel_scale="slaney",
         )
+        allowed = ("freq_masks", "freq_width", "time_masks", "time_width_ratio")
+        if spec_augment is not None and (not isinstance(spec_augment, dict) or set(spec_augment) - set(allowed)):
+            raise ValueError(f"spec_augment: expected None or a dict of {', '.join(allowed)}, got {spec_augment!r}")
+        self.spec_augment = SpecAugment(**spec_augment) if spec_augment is not None else None
         self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=STEM_STRIDE, padding=1)
         self.act = nn.GELU()
@@ -202,11 +253,12 @@ class MelSpectrogramTokenizer(nn.Module):
         log_spec, frame_mask = self.log_mel(audio, lengths)  # (B, M, F), (B, F)
         n_frames = log_spec.shape[-1]
         n_tokens = math.ceil(n_frames / STEM_STRIDE)
+        floor = log_spec.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE / 4.0  # (B, 1, 1), normalised units
+        if self.spec_augment is not None:
+            log_spec = self.spec_augment(log_spec, floor)  # identity in eval mode
         # One extra frame at the floor: the first conv then sees the clip's silence past its end, whether the clip
         # is alone or padded in a batch (its own zero padding would differ from the floor the padding holds).
-        floor = log_spec.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE / 4.0  # (B, 1, 1), normalised units
-        floor = floor.expand(-1, self.n_mels, 1)
-        x = torch.cat([log_spec, floor], dim=-1).to(self.conv1.weight.dtype)
+        x = torch.cat([log_spec, floor.expand(-1, self.n_mels, 1)], dim=-1).to(self.conv1.weight.dtype)
         x = self.act(self.conv1(x))[..., :n_frames]  # (B, D, F)
         x = x * frame_mask[:, None, :]  # past-the-end frames must not reach real tokens through conv2
         x = self.act(self.conv2(x))  # (B, D, N)
