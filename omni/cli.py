@@ -155,6 +155,10 @@ def main(args: list[str] | None = None) -> None:
 
         speech_corpus(argv[2:])
         return
+    if argv[:1] == ["transcribe"]:
+        from omni.transcribe import main as transcribe
+
+        raise SystemExit(transcribe(argv[1:]))
     if argv[:1] == ["viz"]:
         if argv[1:2] != ["masks"]:
             raise SystemExit("usage: omni viz masks --config X.yaml --out masks.png")

@@ -373,9 +373,11 @@ class EncoderDecoder(nn.Module):
         result["encoder"] = enc
         return result
 
-    def start_decoding(self, enc_inputs: Mapping[str, Any], *, window: int | None = None) -> DecodeState:
-        """Encode once; a decoding state whose cross-attention keys/values hold the memory."""
-        return self.decoder.start_decoding(self.encode(enc_inputs), window=window)
+    def start_decoding(self, enc_inputs: Mapping[str, Any] | ModelOutput, *, window: int | None = None) -> DecodeState:
+        """Encode once (or take the encoder's ``ModelOutput`` already computed, e.g. by a task that also reads the
+        encoder's CTC head); a decoding state whose cross-attention keys/values hold the memory."""
+        memory = enc_inputs if isinstance(enc_inputs, ModelOutput) else self.encode(enc_inputs)
+        return self.decoder.start_decoding(memory, window=window)
 
     def step(self, dec_inputs: Mapping[str, Any] | Tokens, state: DecodeState) -> dict[str, Any]:
         """One decoder step on new tokens (B, N); see ``OmniModel.step``."""

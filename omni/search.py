@@ -32,7 +32,7 @@ from torch import Tensor
 from omni.ctc import CTCPrefixScorer, check_ctc_inputs
 from omni.decoding import DecodeState
 from omni.heads.token import TokenHead
-from omni.model import EncoderDecoder, OmniModel
+from omni.model import EncoderDecoder, ModelOutput, OmniModel
 from omni.tokenizers.text import TextTokenizer
 
 __all__ = ["Hypotheses", "beam_search", "greedy_search", "text_io"]
@@ -81,7 +81,13 @@ def text_io(decoder: OmniModel, tokenizer: str | None = None, head: str | None =
 class _Stepper:
     """Feeds ids to the decoder one step at a time and returns the log-probabilities of the next id."""
 
-    def __init__(self, model: EncoderDecoder, enc_inputs: Mapping[str, Any], tokenizer: str | None, head: str | None):
+    def __init__(
+        self,
+        model: EncoderDecoder,
+        enc_inputs: Mapping[str, Any] | ModelOutput,
+        tokenizer: str | None,
+        head: str | None,
+    ):
         if not isinstance(model, EncoderDecoder):
             raise ValueError(f"model: expected an EncoderDecoder, got {type(model).__name__}")
         self.model = model
@@ -123,7 +129,7 @@ def _check(max_len: int, eos_id: int, vocab_size: int) -> None:
 @torch.no_grad()
 def greedy_search(
     model: EncoderDecoder,
-    enc_inputs: Mapping[str, Any],
+    enc_inputs: Mapping[str, Any] | ModelOutput,
     *,
     prompt: int | Tensor,
     eos_id: int,
@@ -135,7 +141,7 @@ def greedy_search(
 
     Args:
         model: the encoder–decoder (put it in eval mode first).
-        enc_inputs: the encoder's raw inputs for B examples.
+        enc_inputs: the encoder's raw inputs for B examples, or its ``ModelOutput`` already computed.
         prompt: the start id (BOS) of every example, or (B, P) ids every example starts with (Whisper's
             start-of-transcript sequence).
         eos_id: the id that ends a hypothesis.
@@ -171,7 +177,7 @@ def greedy_search(
 @torch.no_grad()
 def beam_search(
     model: EncoderDecoder,
-    enc_inputs: Mapping[str, Any],
+    enc_inputs: Mapping[str, Any] | ModelOutput,
     *,
     prompt: int | Tensor,
     eos_id: int,
@@ -194,7 +200,7 @@ def beam_search(
 
     Args:
         model: the encoder–decoder (put it in eval mode first).
-        enc_inputs: the encoder's raw inputs for B examples.
+        enc_inputs: the encoder's raw inputs for B examples, or its ``ModelOutput`` already computed.
         prompt: the start id (BOS) of every example, or (B, P) ids every example starts with.
         eos_id: the id that ends a hypothesis.
         max_len: the most ids generated per example, EOS included.

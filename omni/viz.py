@@ -145,3 +145,44 @@ def plot_masks(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_ctc_alignment(
+    log_mel: torch.Tensor,
+    log_probs: torch.Tensor,
+    reference: str,
+    out: str | Path,
+    labels: Sequence[str] | None = None,
+    blank: int = 0,
+) -> Path:
+    """One utterance: its log-mel spectrogram above its CTC posteriors over time, each token's best label marked.
+
+    Args:
+        log_mel: (M, F) the normalised log-mel (10 ms frames).
+        log_probs: (N, V) the CTC head's log-probabilities per token (N tokens spread over the same time).
+        reference: the transcript, shown as the title.
+        labels: the symbol of every id (None: ids are shown).
+        blank: the blank id (drawn, but not labelled).
+    """
+    m, f = log_mel.shape
+    n, v = log_probs.shape
+    seconds = f * 0.01
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, seconds * 4), 5), sharex=True)
+    top.imshow(log_mel.numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, m), cmap="magma")
+    top.set_ylabel("mel bin")
+    top.set_title(f"reference: {reference!r}")
+    probs = log_probs.exp().T.numpy()  # (V, N)
+    bottom.imshow(probs, origin="lower", aspect="auto", extent=(0, seconds, 0, v), cmap="Blues", vmin=0, vmax=1)
+    best = log_probs.argmax(dim=-1).tolist()
+    step = seconds / max(n, 1)
+    for i, k in enumerate(best):
+        if k != blank and (i == 0 or best[i - 1] != k):
+            name = labels[k] if labels is not None and k < len(labels) else str(k)
+            bottom.text((i + 0.5) * step, k + 0.5, "␣" if name == " " else name, ha="center", va="center", fontsize=8)
+    bottom.set_ylabel("label id")
+    bottom.set_xlabel("seconds")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,259 @@
+"""Speech recognition: an audio encoder with a CTC head and a Whisper-style text decoder (hybrid CTC/attention,
+as ESPnet trains it), scored by word and character error rate under every decoder.
+
+Batches are those of ``omni.data.speech``: ``{"audio": {"audio", "lengths"}, "target": {"ids", "mask"}, "text",
+"key"}`` with targets BOS, the transcript's ids, EOS. The encoder's tokens feed the CTC head; the decoder reads the
+target teacher-forced and attends the encoder. The loss is ``ctc_weight * CTC + (1 - ctc_weight) * cross-entropy``.
+
+Decoders (``decoder`` for predictions and ``wer``; ``val_decoder`` during validation; ``test_decoders`` each get
+``test/wer_<name>`` and ``test/cer_<name>``):
+    ctc_greedy    best path of the CTC head, repeats merged, blanks removed
+    ctc_beam      CTC prefix beam search (``ctc_beams`` wide)
+    greedy        the attention decoder, greedily, with its KV cache
+    beam          the attention decoder's beam search (``beams`` wide, length-normalised; Whisper's default 5)
+    joint         the attention beam search rescored by the CTC prefix score (``joint_ctc_weight``, ESPnet's
+                  joint CTC/attention decoding)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from omni.choices import check_choice
+from omni.ctc import ctc_greedy, ctc_prefix_beam_search
+from omni.heads.ctc import CTCHead
+from omni.metrics import SafeCharErrorRate, SafeWordErrorRate
+from omni.search import beam_search, greedy_search
+from omni.tasks.seq2seq import Seq2Seq
+from omni.tokenizers.text import TextTokenizer
+from omni.training import OptimConfig, Stage
+from omni.transformer import TransformerConfig
+
+__all__ = ["Decoder", "SpeechRecognizer"]
+
+Decoder = Literal["ctc_greedy", "ctc_beam", "greedy", "beam", "joint"]
+DECODERS: tuple[str, ...] = ("ctc_greedy", "ctc_beam", "greedy", "beam", "joint")
+
+
+class SpeechRecognizer(Seq2Seq):
+    """Hybrid CTC/attention speech recognition (Watanabe et al. 2017; Whisper's decoder) built from config."""
+
+    monitor, monitor_mode = "val/wer", "min"
+    agree_with_data = ("vocab_size", "pad_id", "bos_id", "eos_id", "blank_id")
+
+    def __init__(
+        self,
+        trunk: TransformerConfig,
+        tokenizers: dict[str, Callable[[int], nn.Module]],
+        decoder_trunk: TransformerConfig,
+        decoder_tokenizer: Callable[[int], TextTokenizer],
+        ctc_weight: float = 0.3,
+        decoder: Decoder = "joint",
+        val_decoder: Decoder = "ctc_greedy",
+        test_decoders: list[Decoder] | None = None,
+        beams: int = 5,
+        ctc_beams: int = 8,
+        joint_ctc_weight: float = 0.3,
+        length_penalty: float = 1.0,
+        max_decode_len: int = 128,
+        label_smoothing: float = 0.1,
+        bos_id: int = 1,
+        eos_id: int = 2,
+        blank_id: int = 0,
+        audio: str = "audio",
+        inputs: dict[str, str] | None = None,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        """
+        Args:
+            trunk: the encoder's sizes and masks (``dim`` shared with every tokenizer and the decoder).
+            tokenizers: the encoder's tokenizers, e.g. ``audio: omni.tokenizers.MelSpectrogramTokenizer``.
+            decoder_trunk: the decoder's sizes (``cross_attention: true``, causal masks).
+            decoder_tokenizer: the transcript's ``TextTokenizer``; its ``vocab_size`` is the data's vocabulary.
+            ctc_weight: the CTC share of the training loss (ESPnet: 0.3); 1 trains the CTC head alone.
+            decoder: the decoder of predictions, ``omni transcribe`` and ``test/wer``.
+            val_decoder: the decoder of ``val/wer`` (the cheap CTC best path by default).
+            test_decoders: decoders scored at test (default: all five).
+            beams: the attention beam width (``beam``, ``joint``).
+            ctc_beams: the CTC prefix beam width (``ctc_beam``).
+            joint_ctc_weight: the CTC share of ``joint`` scores.
+            length_penalty: beam scores are divided by length ** this.
+            max_decode_len: the most ids a transcript has (EOS included).
+            label_smoothing: the decoder's label smoothing while training (ESPnet: 0.1).
+            bos_id, eos_id: the transcript's start and end ids.
+            blank_id: the CTC blank (the padding id of every omni vocabulary).
+            audio: the name of the encoder tokenizer the CTC head reads.
+            inputs, optim: as every task's.
+        """
+        super().__init__(
+            trunk, tokenizers, decoder_trunk, decoder_tokenizer, bos_id, eos_id, beams, length_penalty,
+            max_decode_len, label_smoothing, inputs, optim,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        if not 0.0 <= ctc_weight <= 1.0 or not 0.0 <= joint_ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight, joint_ctc_weight: expected in [0, 1], got {ctc_weight}, {joint_ctc_weight}")
+        self.test_decoders = list(test_decoders if test_decoders is not None else DECODERS)
+        for name, value in [("decoder", decoder), ("val_decoder", val_decoder)] + [
+            ("test_decoders", d) for d in self.test_decoders
+        ]:
+            check_choice(name, value, Decoder)
+        if audio not in self.model.tokenizers:
+            raise ValueError(
+                f"audio: expected one of the encoder's tokenizers {sorted(self.model.tokenizers)}, got {audio!r}"
+            )
+        if ctc_beams < 1:
+            raise ValueError(f"ctc_beams: expected >= 1, got {ctc_beams}")
+        self.model.heads["ctc"] = CTCHead(self.model.dim, self.vocab_size, tokenizer=audio, blank_id=blank_id)
+        self.ctc_weight, self.joint_ctc_weight, self.blank_id, self.audio = (
+            ctc_weight,
+            joint_ctc_weight,
+            blank_id,
+            audio,
+        )
+        self.decoder_name, self.val_decoder, self.ctc_beams = decoder, val_decoder, ctc_beams
+        self.vocab: Any = None  # the data's vocabulary (ids <-> text): from the data module, or the checkpoint
+        self.rows: list[tuple[str, str, str]] = []  # (key, reference, hypothesis) of the test, for errors.tsv
+        for metric in ("wer", "cer"):
+            self.add_metric(metric, SafeWordErrorRate if metric == "wer" else SafeCharErrorRate, stages=("val", "test"))
+            for d in self.test_decoders:
+                make = SafeWordErrorRate if metric == "wer" else SafeCharErrorRate
+                self.add_metric(f"{metric}_{d}", make, stages=("test",))
+
+    # ------------------------------------------------------------------ vocabulary
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data = getattr(self.trainer, "datamodule", None)
+        if getattr(data, "vocab", None) is not None:
+            self.vocab = data.vocab
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.vocab is not None:
+            checkpoint["omni_vocab"] = self.vocab.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "omni_vocab" in checkpoint:
+            from omni.data.text import vocab_from_dict
+
+            self.vocab = vocab_from_dict(checkpoint["omni_vocab"])
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        if self.vocab is None:
+            raise ValueError("vocab: expected the data module's vocabulary or a checkpoint that holds one, got none")
+        return self.vocab.decode(list(ids))
+
+    # ------------------------------------------------------------------ training
+    def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:
+        ids, mask = self.target(batch)
+        enc = outputs["encoder"]
+        frames = self.model.heads["ctc"].lengths(enc["output"])
+        # CTC targets: the transcript without BOS and EOS (ids past each length are ignored)
+        ctc = CTCHead.loss(enc["ctc"], frames, ids[:, 1:], mask.sum(dim=1) - 2, self.blank_id)
+        att = super().loss(outputs, batch, stage)
+        return {"loss": self.ctc_weight * ctc + (1.0 - self.ctc_weight) * att, "ctc": ctc, "att": att}
+
+    # ------------------------------------------------------------------ decoding
+    def transcribe(self, enc_inputs: Mapping[str, Any], decoder: Decoder | None = None) -> list[str]:
+        """Transcripts of a batch of audio inputs ({tokenizer name: raw input}) with one decoder."""
+        return self.transcribe_all(enc_inputs, [decoder or self.decoder_name])[decoder or self.decoder_name]
+
+    def transcribe_all(self, enc_inputs: Mapping[str, Any], decoders: Sequence[str]) -> dict[str, list[str]]:
+        """{decoder: transcripts}: the encoder runs once for all of them."""
+        enc = self.model(enc_inputs)
+        log_probs, lengths = enc["ctc"], self.model.heads["ctc"].lengths(enc["output"])
+        out: dict[str, list[str]] = {}
+        common = {"prompt": self.bos_id, "eos_id": self.eos_id, "max_len": self.max_decode_len}
+        for d in decoders:
+            if d == "ctc_greedy":
+                hyps = ctc_greedy(log_probs, lengths, self.blank_id)
+            elif d == "ctc_beam":
+                hyps = ctc_prefix_beam_search(log_probs, lengths, self.ctc_beams, self.blank_id)
+            else:
+                memory = enc["output"]
+                if d == "greedy":
+                    h = greedy_search(self.seq2seq, memory, **common)
+                else:
+                    joint = {
+                        "ctc_log_probs": log_probs,
+                        "ctc_lengths": lengths,
+                        "ctc_weight": self.joint_ctc_weight,
+                        "blank_id": self.blank_id,
+                    }
+                    extra = joint if d == "joint" else {}
+                    h = beam_search(
+                        self.seq2seq, memory, beams=self.beams, length_penalty=self.length_penalty, **common, **extra
+                    )
+                hyps = [row[: max(int(n) - 1, 0)].tolist() for row, n in zip(h.ids, h.lengths, strict=True)]
+            out[d] = [self.text_of(ids) for ids in hyps]
+        return out
+
+    # ------------------------------------------------------------------ metrics and outputs
+    def update_metrics(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> None:
+        if stage == "train":
+            return
+        metrics = self.stage_metrics(stage)
+        refs = list(batch["text"])
+        wanted = [self.val_decoder] if stage == "val" else sorted({self.decoder_name, *self.test_decoders})
+        hyps = self.transcribe_all(self.encoder_inputs(batch), wanted)
+        main = hyps[self.val_decoder if stage == "val" else self.decoder_name]
+        metrics["wer"].update(main, refs)
+        metrics["cer"].update(main, refs)
+        for d, texts in hyps.items():
+            if f"wer_{d}" in metrics:
+                metrics[f"wer_{d}"].update(texts, refs)
+                metrics[f"cer_{d}"].update(texts, refs)
+        if stage == "test":
+            self.rows += list(zip(batch.get("key", [""] * len(refs)), refs, main, strict=True))
+
+    def on_test_epoch_start(self) -> None:
+        self.rows = []
+
+    def predict(self, outputs: dict[str, Any], batch: Mapping[str, Any]) -> dict[str, list[str]]:
+        """{"key": the utterances' keys, "text": their transcripts by ``decoder``}."""
+        texts = self.transcribe(self.encoder_inputs(batch))
+        return {"key": list(batch.get("key", [str(i) for i in range(len(texts))])), "text": texts}
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.predict({}, batch)  # the decoders run the encoder themselves: no teacher-forced pass
+
+    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
+        """``errors.tsv``: key, reference, hypothesis, word edits, reference words per test utterance (worst first);
+        ``alignment.png``: the first test utterance's log-mel and its CTC posteriors."""
+        if stage != "test" or not self.rows:
+            return
+        import torchaudio.functional as AF
+
+        rows = []
+        for key, ref, hyp in self.rows:
+            rows.append((AF.edit_distance(ref.split(), hyp.split()), key, ref, hyp, len(ref.split())))
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        lines = ["key\treference\thypothesis\tedits\twords"]
+        lines += [f"{key}\t{ref}\t{hyp}\t{edits}\t{words}" for edits, key, ref, hyp, words in rows]
+        (run_dir / "errors.tsv").write_text("\n".join(lines) + "\n")
+        self._plot_alignment(run_dir / "alignment.png")
+
+    def _plot_alignment(self, path: Path) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        loader = data.test_dataloader() if data is not None else None
+        if loader is None:
+            return
+        from omni.viz import plot_ctc_alignment
+
+        batch = next(iter(loader))
+        audio = batch["audio"]
+        wave, length = audio["audio"][:1].to(self.device), audio["lengths"][:1].to(self.device)
+        with torch.no_grad():
+            tok = self.model.tokenizers[self.audio]
+            log_mel, _ = tok.log_mel(wave, length)
+            enc = self.model({self.audio: {"audio": wave, "lengths": length}})
+            log_probs, n = enc["ctc"], int(self.model.heads["ctc"].lengths(enc["output"])[0])
+        labels = [self.vocab.decode([i]) or "·" for i in range(self.vocab_size)]  # specials decode to nothing
+        plot_ctc_alignment(
+            log_mel[0].cpu(), log_probs[0, :n].float().cpu(), batch["text"][0], path, labels=labels, blank=self.blank_id
+        )
