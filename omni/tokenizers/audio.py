@@ -2,7 +2,7 @@
 
 Shape legend
     B batch   T samples   F = T // HOP mel frames (10 ms each)   M mel bins
-    N = ceil(F / 2) tokens (20 ms each, after the stride-2 conv)   D width
+    N = ceil(F / stride) tokens (20 ms each at stride 2, 40 ms at 4)   D width
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class MelSpectrogramTokenizer(nn.Module):
         n_mels: int = N_MELS,
         n_fft: int | None = None,
         hop_length: int | None = None,
-        spec_augment: dict[str, float] | None = None,
+        spec_augment: dict[str, int | float] | None = None,
+        stride: int = STEM_STRIDE,
     ) -> None:
         """
         Args:
@@ -117,6 +118,8 @@ class MelSpectrogramTokenizer(nn.Module):
             spec_augment: SpecAugment on the normalised log-mel in training mode, masked to each clip's floor:
                 ``{}`` for NeMo's defaults or any of ``freq_masks`` (2), ``freq_width`` (27), ``time_masks`` (10),
                 ``time_width_ratio`` (0.05); see ``SpecAugment``. None: no augmentation.
+            stride: mel frames per token: 2 (Whisper's stem, 20 ms tokens) or 4 (a third conv of stride 2, 40 ms
+                tokens, the 4x subsampling of Conformer / ESPnet encoders: half the tokens, a quarter the attention).
         """
         super().__init__()
         if dim < 2 or dim % 2:
@@ -134,7 +137,10 @@ class MelSpectrogramTokenizer(nn.Module):
             raise ValueError(
                 f"n_fft, hop_length: expected n_fft >= 2 and hop_length >= 1, got {self.n_fft}, {self.hop_length}"
             )
-        self.token_seconds = STEM_STRIDE * self.hop_length / sample_rate  # 0.02 s at the defaults
+        if stride not in (2, 4):
+            raise ValueError(f"stride: expected 2 (Whisper) or 4 (a third stride-2 conv), got {stride!r}")
+        self.stride = stride
+        self.token_seconds = stride * self.hop_length / sample_rate  # 0.02 s at the defaults
         self.frontend = AT.MelSpectrogram(
             sample_rate=sample_rate,
             n_fft=self.n_fft,
@@ -152,18 +158,19 @@ class MelSpectrogramTokenizer(nn.Module):
         self.spec_augment = SpecAugment(**spec_augment) if spec_augment is not None else None
         self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=STEM_STRIDE, padding=1)
+        self.conv3 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1) if stride == 4 else None
         self.act = nn.GELU()
 
     # ------------------------------------------------------------------ sizes
     def num_tokens(self, num_samples: int) -> int:
-        """Tokens for a clip of ``num_samples`` samples at the tokenizer's rate: ceil((samples // hop) / 2)."""
+        """Tokens for a clip of ``num_samples`` samples at the tokenizer's rate: ceil((samples // hop) / stride)."""
         frames = _frames(int(num_samples), self.hop_length)
         if frames < 1:
             raise ValueError(
                 f"num_samples: expected at least {self.hop_length} samples (one hop at {self.sample_rate} Hz), "
                 f"got {num_samples}"
             )
-        return math.ceil(frames / STEM_STRIDE)
+        return math.ceil(frames / self.stride)
 
     # ------------------------------------------------------------------ front end
     def log_mel(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -252,7 +259,6 @@ class MelSpectrogramTokenizer(nn.Module):
         audio, lengths = self._resample(audio, lengths, sample_rate)
         log_spec, frame_mask = self.log_mel(audio, lengths)  # (B, M, F), (B, F)
         n_frames = log_spec.shape[-1]
-        n_tokens = math.ceil(n_frames / STEM_STRIDE)
         floor = log_spec.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE / 4.0  # (B, 1, 1), normalised units
         if self.spec_augment is not None:
             log_spec = self.spec_augment(log_spec, floor)  # identity in eval mode
@@ -261,10 +267,13 @@ class MelSpectrogramTokenizer(nn.Module):
         x = torch.cat([log_spec, floor.expand(-1, self.n_mels, 1)], dim=-1).to(self.conv1.weight.dtype)
         x = self.act(self.conv1(x))[..., :n_frames]  # (B, D, F)
         x = x * frame_mask[:, None, :]  # past-the-end frames must not reach real tokens through conv2
-        x = self.act(self.conv2(x))  # (B, D, N)
-        frames_real = frame_mask.sum(dim=1)
-        n_real = (frames_real + STEM_STRIDE - 1) // STEM_STRIDE  # ceil(frames / 2)
-        token_idx = torch.arange(n_tokens, device=x.device)
+        x = self.act(self.conv2(x))  # (B, D, ceil(F / 2))
+        n_real = (frame_mask.sum(dim=1) + STEM_STRIDE - 1) // STEM_STRIDE  # ceil(frames / 2)
+        if self.conv3 is not None:  # the same again: zero past the end, then halve
+            x = x * (torch.arange(x.shape[-1], device=x.device) < n_real[:, None])[:, None, :]
+            x = self.act(self.conv3(x))  # (B, D, ceil(F / 4))
+            n_real = (n_real + 1) // 2
+        token_idx = torch.arange(x.shape[-1], device=x.device)
         pad = token_idx < n_real[:, None]  # (B, N)
         x = rearrange(x, "b d n -> b n d") * pad[..., None]
         x = x + sincos_1d(token_idx, self.dim).to(x.dtype)

@@ -89,11 +89,18 @@ def test_log_mel_matches_whisper_on_a_sine(tok):
     assert 0.0 < top < 2.0
 
 
+@pytest.fixture(scope="module")
+def tok4() -> MelSpectrogramTokenizer:
+    torch.manual_seed(1)
+    return MelSpectrogramTokenizer(DIM, stride=4).eval()
+
+
 @settings(max_examples=12, deadline=None)
-@given(num_samples=st.integers(min_value=160, max_value=6000))
-def test_token_count(tok, num_samples):
+@given(num_samples=st.integers(min_value=160, max_value=6000), four=st.booleans())
+def test_token_count(tok, tok4, num_samples, four):
+    tok = tok4 if four else tok
     out = tok(torch.randn(1, num_samples) * 0.1)
-    expected = math.ceil((num_samples // 160) / 2)
+    expected = math.ceil((num_samples // 160) / (4 if four else 2))
     assert out.x.shape == (1, expected, DIM)
     assert tok.num_tokens(num_samples) == expected
     assert bool(out.pad.all())
@@ -104,10 +111,11 @@ def test_num_tokens_rejects_less_than_one_hop(tok):
         tok.num_tokens(159)
 
 
-def test_pos_is_seconds_of_each_token_start(tok):
+def test_pos_is_seconds_of_each_token_start(tok, tok4):
     out = tok(torch.randn(2, 3200) * 0.1)
     assert out.pos.shape == (2, 10, 1)
     torch.testing.assert_close(out.pos[0, :, 0], torch.arange(10) * 0.02)
+    torch.testing.assert_close(tok4(torch.randn(2, 3200) * 0.1).pos[0, :, 0], torch.arange(5) * 0.04)
     assert out.modality.eq(0).all() and out.group.eq(0).all()
 
 
@@ -125,8 +133,10 @@ def test_pad_from_lengths(tok):
     length=st.integers(min_value=160, max_value=3000),
     extra=st.integers(min_value=1, max_value=1500),
     noise=st.booleans(),
+    four=st.booleans(),
 )
-def test_padding_does_not_change_real_tokens(tok, length, extra, noise):
+def test_padding_does_not_change_real_tokens(tok, tok4, length, extra, noise, four):
+    tok = tok4 if four else tok
     torch.manual_seed(length)
     clip = torch.randn(length) * 0.1 + sine(440.0, length / SR)
     alone = tok(clip[None])
