@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
@@ -115,15 +115,23 @@ def load_audio(utt: Utterance, sample_rate: int) -> Tensor:
         wave, rate = sf.read(utt.audio, dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise unreadable(utt.audio, utt.origin, e) from None
-    return resample(torch.from_numpy(wave).mean(dim=1), rate, sample_rate)
+    mono = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
+    return resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, sample_rate)
 
 
 def resample(wave: Tensor, orig: int, new: int) -> Tensor:
-    """``wave`` (..., T) at ``orig`` Hz resampled to ``new`` Hz (windowed sinc, the rates reduced by their gcd)."""
+    """``wave`` (T,) at ``orig`` Hz resampled to ``new`` Hz: polyphase filtering (``scipy.signal.resample_poly``, a
+    Kaiser-windowed sinc) with the rates reduced by their gcd.
+
+    In a data loader this runs once per utterance on a short clip: scipy's C loop takes well under a millisecond
+    where ``torchaudio.functional.resample`` spends 20-30 ms building its kernel and launching small ops.
+    """
     if orig == new:
         return wave
+    from scipy.signal import resample_poly
+
     g = math.gcd(orig, new)
-    return AF.resample(wave, orig // g, new // g)
+    return torch.from_numpy(resample_poly(wave.numpy(), new // g, orig // g).astype(np.float32))
 
 
 class SpeechDataset(Dataset):
