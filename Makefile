@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench clean speech-text
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/packing.py
 	$(PY) benchmarks/digits.py --seeds 0 1 2
 	$(PY) benchmarks/summarize.py
+
+# The sentences speech corpus reads the King James Bible from Debian's bible-kjv (public domain text).
+speech-text:
+	command -v bible >/dev/null || { apt-get update -q && apt-get install -y -q bible-kjv; }
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .ruff_cache
