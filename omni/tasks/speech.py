@@ -189,7 +189,9 @@ class SpeechRecognizer(Seq2Seq):
                     h = beam_search(
                         self.seq2seq, memory, beams=self.beams, length_penalty=self.length_penalty, **common, **extra
                     )
-                hyps = [row[: max(int(n) - 1, 0)].tolist() for row, n in zip(h.ids, h.lengths, strict=True)]
+                # a hypothesis ends with EOS, or is cut at max_decode_len without one: keep all its other ids
+                hyps = [row[: int(n)].tolist() for row, n in zip(h.ids, h.lengths, strict=True)]
+                hyps = [ids[:-1] if ids and ids[-1] == self.eos_id else ids for ids in hyps]
             out[d] = [self.text_of(ids) for ids in hyps]
         return out
 
