@@ -343,6 +343,22 @@ def test_the_tiny_job_scores_every_decoder_and_writes_its_errors_and_alignment(r
     assert (out / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_predict_saves_the_transcripts_the_test_scored(run, capsys):
+    out = run / "runs/speech_digits_tiny/version_0"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["omni"])
+        omni_main([
+            "predict", "--config", str(out / "config.yaml"), "--ckpt_path", str(out / "checkpoints/last.ckpt"),
+            "--trainer.logger.init_args.save_dir", str(run / "pred"), "--trainer.enable_progress_bar", "false",
+        ])  # fmt: skip
+    preds = torch.load(next((run / "pred").rglob("predictions.pt")))
+    # the predict split defaults to the test manifest: one transcript per test utterance, by the `joint` decoder
+    assert dict(zip(preds["key"], preds["text"], strict=True)) == {
+        r["key"]: r["hypothesis"] for r in read_errors(out / "errors.tsv")
+    }
+    assert "predictions:" in capsys.readouterr().out
+
+
 def test_transcribe_prints_the_good_files_and_names_the_bad_ones(run, tmp_path, capsys):
     out = run / "runs/speech_digits_tiny/version_0"
     tested = {r["key"]: r["hypothesis"] for r in read_errors(out / "errors.tsv")}
