@@ -89,9 +89,9 @@ class OmniCLI(LightningCLI):
         if isinstance(batches[0], list):  # several dataloaders: keep the first
             batches = batches[0]
         if isinstance(batches[0], dict):
-            merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+            merged = {k: _concat([b[k] for b in batches]) for k in batches[0]}
         else:
-            merged = torch.cat(list(batches))
+            merged = _concat(list(batches))
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save(merged, run_dir / "predictions.pt")
@@ -107,6 +107,13 @@ class OmniCLI(LightningCLI):
             shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
             print(f"test metrics: {shown}")
         print(f"run directory: {run_dir}")
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Per-batch predictions joined along the batch: tensors concatenated, lists (keys, transcripts) chained."""
+    if isinstance(parts[0], list | tuple):
+        return [item for part in parts for item in part]
+    return torch.cat(parts)
 
 
 def viz_masks(argv: list[str]) -> Path:

@@ -42,8 +42,16 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 def split_windows(audio: np.ndarray, rate: int, window: float, search: float) -> list[np.ndarray]:
     """Cut a long clip into pieces of at most ``window`` seconds, each cut at the quietest 10 ms frame of the
-    last ``search`` seconds before the limit (so a cut rarely falls inside a word)."""
+    last ``search`` seconds before the limit (so a cut rarely falls inside a word).
+
+    Raises:
+        ValueError: ``window`` shorter than two frames (0.02 s) or ``search`` shorter than one (0.01 s).
+    """
     size, frame = int(window * rate), max(1, rate // 100)
+    if not size >= 2 * frame:
+        raise ValueError(f"window: expected at least 0.02 s (two 10 ms frames), got {window} s")
+    if not int(search * rate) >= frame:
+        raise ValueError(f"search: expected at least one 10 ms frame, got {search} s")
     pieces, start = [], 0
     while audio.size - start > size:
         lo = start + max(size - int(search * rate), frame)
@@ -95,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=30.0, help="seconds per window of a long file")
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    if not a.window >= 0.02:
+        p.error(f"--window: expected at least 0.02 seconds, got {a.window}")
     if not Path(a.ckpt_path).is_file():
         raise SystemExit(f"--ckpt_path: expected a checkpoint file, found none at {a.ckpt_path}")
     task = SpeechRecognizer.load_from_checkpoint(a.ckpt_path, map_location=a.device, weights_only=False)

@@ -95,8 +95,9 @@ class SpeechRecognizer(Seq2Seq):
             max_decode_len, label_smoothing, inputs, optim,
         )  # fmt: skip
         self.save_hyperparameters()
-        if not 0.0 <= ctc_weight <= 1.0 or not 0.0 <= joint_ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight, joint_ctc_weight: expected in [0, 1], got {ctc_weight}, {joint_ctc_weight}")
+        for name, weight in (("ctc_weight", ctc_weight), ("joint_ctc_weight", joint_ctc_weight)):
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1], got {weight}")
         self.test_decoders = list(test_decoders if test_decoders is not None else DECODERS)
         for name, value in [("decoder", decoder), ("val_decoder", val_decoder)] + [
             ("test_decoders", d) for d in self.test_decoders
@@ -189,7 +190,9 @@ class SpeechRecognizer(Seq2Seq):
                     h = beam_search(
                         self.seq2seq, memory, beams=self.beams, length_penalty=self.length_penalty, **common, **extra
                     )
-                hyps = [row[: max(int(n) - 1, 0)].tolist() for row, n in zip(h.ids, h.lengths, strict=True)]
+                # a hypothesis ends with EOS, or is cut at max_decode_len without one: keep all its other ids
+                hyps = [row[: int(n)].tolist() for row, n in zip(h.ids, h.lengths, strict=True)]
+                hyps = [ids[:-1] if ids and ids[-1] == self.eos_id else ids for ids in hyps]
             out[d] = [self.text_of(ids) for ids in hyps]
         return out
 
