@@ -17,13 +17,15 @@ COMMANDS = {
 }
 COMMANDS["masks"] = "python benchmarks/masks.py"
 COMMANDS["packing"] = "python benchmarks/packing.py"
-COMMANDS["decode"] = "python benchmarks/decode.py --device cuda --dtype bf16"
+COMMANDS["decode"] = "python benchmarks/decode.py  (on a GPU: --device cuda --dtype bf16)"
+COMMANDS["speech"] = "python benchmarks/speech.py --config configs/speech_digits.yaml"
 HEADLINES = {  # shown first; every other key follows
     "digits": ["accuracy_mean", "accuracy", "wall_s", "svc_accuracy", "svc_accuracy_full_train"],
     "backbone": ["ratio_vs_timm", "params_ours", "params_timm", "step_ms_ours", "step_ms_timm"],
     "masks": ["infer_speedup_4096", "train_speedup_4096", "mask_build_ms_cold", "mask_fetch_ms_cached"],
     "packing": ["packing_speedup", "tokens_per_s_packed", "tokens_per_s_padded"],
     "decode": ["cache_speedup_200", "cache_speedup_50", "cache_speedup_448"],
+    "speech": ["config", "wer_best", "best_decoder", "train_wall_s", "beam_vs_greedy_wer", "silence_empty"],
 }
 
 
