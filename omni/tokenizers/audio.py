@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +18,14 @@ import torchaudio.transforms as AT
 from einops import rearrange
 from torch import Tensor, nn
 
+from omni.choices import check_choice
 from omni.layers import sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["MelSpectrogramTokenizer", "SpecAugment"]
+__all__ = ["AudioStem", "MelSpectrogramTokenizer", "SpecAugment"]
+
+AudioStem = Literal["whisper", "conv2d"]
 
 SAMPLE_RATE = 16000  # Hz, Whisper's rate
 N_FFT = 400  # 25 ms window at 16 kHz
@@ -93,6 +97,11 @@ class MelSpectrogramTokenizer(nn.Module):
     the same real tokens as the clip alone (frames past the end are set to the clip's floor, and stem activations
     past the end are zeroed after each conv).
 
+    ``stem="conv2d"`` is ESPnet's ``Conv2dSubsampling`` instead: two 3x3 convolutions of stride 2 over time and
+    mel bins (``stem_channels`` wide, GELU), then a linear map of channels x M/4 bins to D. Its kernels slide
+    along the mel axis, so a formant or pitch moved a few bins up is the same pattern moved: a prior for voices
+    unlike the training voices that Whisper's per-bin first conv lacks. Padding stays exact the same way.
+
     Every token's ``pos`` is the (seconds,) at which its 20 ms window starts; ``group`` and ``sample`` are 0.
     """
 
@@ -107,6 +116,8 @@ class MelSpectrogramTokenizer(nn.Module):
         hop_length: int | None = None,
         spec_augment: dict[str, int | float] | None = None,
         stride: int = STEM_STRIDE,
+        stem: AudioStem = "whisper",
+        stem_channels: int = 64,
     ) -> None:
         """
         Args:
@@ -120,6 +131,9 @@ class MelSpectrogramTokenizer(nn.Module):
                 ``time_width_ratio`` (0.05); see ``SpecAugment``. None: no augmentation.
             stride: mel frames per token: 2 (Whisper's stem, 20 ms tokens) or 4 (a third conv of stride 2, 40 ms
                 tokens, the 4x subsampling of Conformer / ESPnet encoders: half the tokens, a quarter the attention).
+            stem: ``whisper`` (1-D convs over time, each mel bin a channel) or ``conv2d`` (ESPnet's 2-D
+                subsampling over time and mel bins; ``stride`` is then its time subsampling, 2 or 4).
+            stem_channels: channels of the ``conv2d`` stem's two convolutions.
         """
         super().__init__()
         if dim < 2 or dim % 2:
@@ -156,10 +170,21 @@ class MelSpectrogramTokenizer(nn.Module):
         if spec_augment is not None and (not isinstance(spec_augment, dict) or set(spec_augment) - set(allowed)):
             raise ValueError(f"spec_augment: expected None or a dict of {', '.join(allowed)}, got {spec_augment!r}")
         self.spec_augment = SpecAugment(**spec_augment) if spec_augment is not None else None
+        check_choice("stem", stem, AudioStem)
+        if stem_channels < 1:
+            raise ValueError(f"stem_channels: expected a positive int, got {stem_channels!r}")
+        self.stem = stem
+        self.act = nn.GELU()
+        if stem == "conv2d":
+            self.conv1 = nn.Conv2d(1, stem_channels, kernel_size=3, stride=2, padding=1)
+            self.conv2 = nn.Conv2d(stem_channels, stem_channels, kernel_size=3, stride=(stride // 2, 2), padding=1)
+            self.conv3 = None
+            bins = (n_mels + 1) // 2  # mel bins after the first conv
+            self.proj = nn.Linear(stem_channels * ((bins + 1) // 2), dim)
+            return
         self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=STEM_STRIDE, padding=1)
         self.conv3 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1) if stride == 4 else None
-        self.act = nn.GELU()
 
     # ------------------------------------------------------------------ sizes
     def num_tokens(self, num_samples: int) -> int:
@@ -265,6 +290,34 @@ class MelSpectrogramTokenizer(nn.Module):
         # One extra frame at the floor: the first conv then sees the clip's silence past its end, whether the clip
         # is alone or padded in a batch (its own zero padding would differ from the floor the padding holds).
         x = torch.cat([log_spec, floor.expand(-1, self.n_mels, 1)], dim=-1).to(self.conv1.weight.dtype)
+        if self.stem == "conv2d":
+            x, n_real = self._conv2d_stem(x, frame_mask)
+        else:
+            x, n_real = self._whisper_stem(x, frame_mask, n_frames)
+        token_idx = torch.arange(x.shape[1], device=x.device)
+        pad = token_idx < n_real[:, None]  # (B, N)
+        x = x * pad[..., None]
+        x = x + sincos_1d(token_idx, self.dim).to(x.dtype)
+        seconds = (token_idx.float() * self.token_seconds)[:, None]  # (N, 1)
+        return Tokens.create(x, modality=0, pos=seconds, pad=pad)
+
+    def _conv2d_stem(self, x: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, M, F + 1) log-mel with one floor frame appended -> (B, N, D) tokens and (B,) real token counts.
+
+        Each conv's output t reads input frames 2t - 1 .. 2t + 1: the last real output reads one frame past the
+        end, which is the appended floor frame alone and a floor padding frame in a batch; activations past the
+        end are zeroed before the second conv, matching the zeros its own padding adds to a clip alone."""
+        n_frames = frame_mask.shape[1]
+        n_real = (frame_mask.sum(dim=1) + 1) // 2  # (B,) ceil(frames / 2)
+        x = self.act(self.conv1(rearrange(x, "b m f -> b 1 f m")))[:, :, : (n_frames + 1) // 2]  # (B, C, F/2, M/2)
+        x = x * (torch.arange(x.shape[2], device=x.device) < n_real[:, None])[:, None, :, None]
+        x = self.act(self.conv2(x))  # (B, C, N, M/4)
+        if self.stride == 4:
+            n_real = (n_real + 1) // 2
+        return self.proj(rearrange(x, "b c n m -> b n (c m)")), n_real
+
+    def _whisper_stem(self, x: Tensor, frame_mask: Tensor, n_frames: int) -> tuple[Tensor, Tensor]:
+        """(B, M, F + 1) log-mel with one floor frame appended -> (B, N, D) tokens and (B,) real token counts."""
         x = self.act(self.conv1(x))[..., :n_frames]  # (B, D, F)
         x = x * frame_mask[:, None, :]  # past-the-end frames must not reach real tokens through conv2
         x = self.act(self.conv2(x))  # (B, D, ceil(F / 2))
@@ -273,9 +326,4 @@ class MelSpectrogramTokenizer(nn.Module):
             x = x * (torch.arange(x.shape[-1], device=x.device) < n_real[:, None])[:, None, :]
             x = self.act(self.conv3(x))  # (B, D, ceil(F / 4))
             n_real = (n_real + 1) // 2
-        token_idx = torch.arange(x.shape[-1], device=x.device)
-        pad = token_idx < n_real[:, None]  # (B, N)
-        x = rearrange(x, "b d n -> b n d") * pad[..., None]
-        x = x + sincos_1d(token_idx, self.dim).to(x.dtype)
-        seconds = (token_idx.float() * self.token_seconds)[:, None]  # (N, 1)
-        return Tokens.create(x, modality=0, pos=seconds, pad=pad)
+        return rearrange(x, "b d n -> b n d"), n_real

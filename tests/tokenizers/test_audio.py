@@ -95,10 +95,24 @@ def tok4() -> MelSpectrogramTokenizer:
     return MelSpectrogramTokenizer(DIM, stride=4).eval()
 
 
+@pytest.fixture(scope="module")
+def stems(tok, tok4) -> dict[tuple[str, int], MelSpectrogramTokenizer]:
+    """Every stem at both strides: Whisper's 1-D convs and ESPnet's 2-D subsampling."""
+    torch.manual_seed(2)
+    conv2d = {
+        (s, "conv2d"): MelSpectrogramTokenizer(DIM, stride=s, stem="conv2d", stem_channels=8).eval() for s in (2, 4)
+    }
+    return {(2, "whisper"): tok, (4, "whisper"): tok4, **conv2d}
+
+
 @settings(max_examples=12, deadline=None)
-@given(num_samples=st.integers(min_value=160, max_value=6000), four=st.booleans())
-def test_token_count(tok, tok4, num_samples, four):
-    tok = tok4 if four else tok
+@given(
+    num_samples=st.integers(min_value=160, max_value=6000),
+    four=st.booleans(),
+    stem=st.sampled_from(["whisper", "conv2d"]),
+)
+def test_token_count(stems, num_samples, four, stem):
+    tok = stems[(4 if four else 2, stem)]
     out = tok(torch.randn(1, num_samples) * 0.1)
     expected = math.ceil((num_samples // 160) / (4 if four else 2))
     assert out.x.shape == (1, expected, DIM)
@@ -134,9 +148,10 @@ def test_pad_from_lengths(tok):
     extra=st.integers(min_value=1, max_value=1500),
     noise=st.booleans(),
     four=st.booleans(),
+    stem=st.sampled_from(["whisper", "conv2d"]),
 )
-def test_padding_does_not_change_real_tokens(tok, tok4, length, extra, noise, four):
-    tok = tok4 if four else tok
+def test_padding_does_not_change_real_tokens(stems, length, extra, noise, four, stem):
+    tok = stems[(4 if four else 2, stem)]
     torch.manual_seed(length)
     clip = torch.randn(length) * 0.1 + sine(440.0, length / SR)
     alone = tok(clip[None])
@@ -173,6 +188,20 @@ def test_float64_and_gradients(tok):
     assert tok.conv1.weight.grad is not None and tok.conv1.weight.grad.abs().sum() > 0
     assert audio.grad is not None and torch.isfinite(audio.grad).all()
     tok.zero_grad()
+
+
+def test_conv2d_stem_slides_along_mel_bins():
+    """A pattern moved two mel bins up gives the first conv's same activations moved one bin (stride 2) up."""
+    tok = MelSpectrogramTokenizer(DIM, stride=4, stem="conv2d", stem_channels=4).eval()
+    spec = torch.zeros(1, 1, 20, 80)
+    spec[..., 10:14, 30:34] = 1.0
+    moved = torch.roll(spec, shifts=2, dims=-1)
+    a, b = tok.conv1(spec), tok.conv1(moved)
+    torch.testing.assert_close(b[..., 16:19], a[..., 15:18])
+    with pytest.raises(ValueError, match="stem"):
+        MelSpectrogramTokenizer(DIM, stem="resnet")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stem_channels"):
+        MelSpectrogramTokenizer(DIM, stem="conv2d", stem_channels=0)
 
 
 def test_other_hop_and_rate():
