@@ -227,7 +227,7 @@ class SpeechRecognizer(Seq2Seq):
 
     def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
         """``errors.tsv``: key, reference, hypothesis, word edits, reference words per test utterance (worst first);
-        ``alignment.png``: the first test utterance's log-mel and its CTC posteriors."""
+        ``alignment.png``: the first spoken test utterance's log-mel and its CTC posteriors."""
         if stage != "test" or not self.rows:
             return
         import torchaudio.functional as AF
@@ -249,8 +249,10 @@ class SpeechRecognizer(Seq2Seq):
         from omni.viz import plot_ctc_alignment
 
         batch = next(iter(loader))
+        spoken = [i for i, text in enumerate(batch["text"]) if text.strip()]
+        i = spoken[0] if spoken else 0  # a silent clip's picture shows nothing: pick one with words
         audio = batch["audio"]
-        wave, length = audio["audio"][:1].to(self.device), audio["lengths"][:1].to(self.device)
+        wave, length = audio["audio"][i : i + 1].to(self.device), audio["lengths"][i : i + 1].to(self.device)
         with torch.no_grad():
             tok = self.model.tokenizers[self.audio]
             log_mel, _ = tok.log_mel(wave, length)
@@ -258,5 +260,5 @@ class SpeechRecognizer(Seq2Seq):
             log_probs, n = enc["ctc"], int(self.model.heads["ctc"].lengths(enc["output"])[0])
         labels = [self.vocab.decode([i]) or "·" for i in range(self.vocab_size)]  # specials decode to nothing
         plot_ctc_alignment(
-            log_mel[0].cpu(), log_probs[0, :n].float().cpu(), batch["text"][0], path, labels=labels, blank=self.blank_id
+            log_mel[0].cpu(), log_probs[0, :n].float().cpu(), batch["text"][i], path, labels=labels, blank=self.blank_id
         )
