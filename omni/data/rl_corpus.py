@@ -19,7 +19,11 @@ summary per tier goes to ``DIR/<env lower>/summary.json``, next to the build's w
 Deterministic from ``--seed`` (torch on one thread, seeded environments and samplers). Resumable: finished stages
 are skipped, training continues from its last checkpoint, and every file and dataset is staged and renamed into
 place, so a half-written one is never visible. A resumed training stage is not bit-identical to an uninterrupted one
-(episodes running at the interruption are lost); every stage after training is.
+(episodes running at the interruption are lost, and SAC's replay buffer starts empty); every stage after training is.
+
+Defaults (Hopper-v5, PPO with 8 environments, 64x64 networks, VecNormalize, 1M steps, a checkpoint every 25k steps
+evaluated over 5 episodes, 100k steps per collected tier) make the four datasets in about a quarter of an hour on
+two cores.
 """
 
 from __future__ import annotations
@@ -570,14 +574,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(
-        title=f"{summary['env_id']}: ref_min_score {summary['ref_min_score']:.1f}, "
+        title=f"omni/{summary['env_id'].lower()}/*-v0: ref_min_score {summary['ref_min_score']:.1f}, "
         f"ref_max_score {summary['ref_max_score']:.1f}"
     )
-    for col in ("dataset", "episodes", "transitions", "mean return", "median", "max", "normalised"):
-        t.add_column(col, justify="left" if col == "dataset" else "right")
-    for s in summary["tiers"].values():
+    for col in ("tier", "episodes", "steps", "mean return", "median", "max", "normalised"):
+        t.add_column(col, justify="left" if col == "tier" else "right")
+    for tier, s in summary["tiers"].items():
         t.add_row(
-            s["dataset_id"],
+            tier,
             str(s["episodes"]),
             str(s["transitions"]),
             f"{s['return_mean']:.1f}",
