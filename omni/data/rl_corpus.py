@@ -22,8 +22,9 @@ place, so a half-written one is never visible. A resumed training stage is not b
 (episodes running at the interruption are lost, and SAC's replay buffer starts empty); every stage after training is.
 
 Defaults (Hopper-v5, PPO with 8 environments, 64x64 networks, VecNormalize, 1M steps, a checkpoint every 25k steps
-evaluated over 5 episodes, 100k steps per collected tier) make the four datasets in about a quarter of an hour on
-two cores.
+evaluated over 5 episodes, 100k steps per collected tier) made Hopper's four datasets in 12:51 on two cores shared
+with another job (training 11:37): expert return 2797 (ref_max_score), random 17.3 (ref_min_score), medium 38.4
+normalised, medium-replay 22.0, medium-expert 56.1.
 """
 
 from __future__ import annotations
