@@ -24,7 +24,8 @@ place, so a half-written one is never visible. A resumed training stage is not b
 Defaults (Hopper-v5, PPO with 8 environments, 64x64 networks, VecNormalize, 1M steps, a checkpoint every 25k steps
 evaluated over 5 episodes, 100k steps per collected tier) made Hopper's four datasets in 12:51 on two cores shared
 with another job (training 11:37): expert return 2797 (ref_max_score), random 17.3 (ref_min_score), medium 38.4
-normalised, medium-replay 22.0, medium-expert 56.1.
+normalised, medium-replay 22.0, medium-expert 56.1. HalfCheetah-v5 with the same defaults: 10:59, expert 1593, random
+-284.8, medium 33.6, medium-replay 7.6 (medium is reached early, at step 106k), medium-expert 66.8.
 """
 
 from __future__ import annotations
