@@ -23,9 +23,10 @@ from omni.layers import sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["AudioStem", "MelSpectrogramTokenizer", "SpecAugment"]
+__all__ = ["AudioLevel", "AudioStem", "MelSpectrogramTokenizer", "SpecAugment"]
 
 AudioStem = Literal["whisper", "conv2d"]
+AudioLevel = Literal["whisper", "peak"]
 
 SAMPLE_RATE = 16000  # Hz, Whisper's rate
 N_FFT = 400  # 25 ms window at 16 kHz
@@ -118,6 +119,7 @@ class MelSpectrogramTokenizer(nn.Module):
         stride: int = STEM_STRIDE,
         stem: AudioStem = "whisper",
         stem_channels: int = 64,
+        level: AudioLevel = "whisper",
     ) -> None:
         """
         Args:
@@ -134,6 +136,8 @@ class MelSpectrogramTokenizer(nn.Module):
             stem: ``whisper`` (1-D convs over time, each mel bin a channel) or ``conv2d`` (ESPnet's 2-D
                 subsampling over time and mel bins; ``stride`` is then its time subsampling, 2 or 4).
             stem_channels: channels of the ``conv2d`` stem's two convolutions.
+            level: ``whisper`` (``(x + 4) / 4``: Whisper's fixed scale, so a louder clip is a shifted one) or
+                ``peak`` (``(x - peak) / 4 + 1``: each clip's loudest bin at 1, its floor at -1, whatever its gain).
         """
         super().__init__()
         if dim < 2 or dim % 2:
@@ -174,6 +178,8 @@ class MelSpectrogramTokenizer(nn.Module):
         if stem_channels < 1:
             raise ValueError(f"stem_channels: expected a positive int, got {stem_channels!r}")
         self.stem = stem
+        check_choice("level", level, AudioLevel)
+        self.level = level
         self.act = nn.GELU()
         if stem == "conv2d":
             self.conv1 = nn.Conv2d(1, stem_channels, kernel_size=3, stride=2, padding=1)
@@ -224,6 +230,8 @@ class MelSpectrogramTokenizer(nn.Module):
         floor = peak - DYNAMIC_RANGE
         log_spec = torch.maximum(log_spec, floor)
         log_spec = torch.where(frame_mask[:, None, :], log_spec, floor)
+        if self.level == "peak":
+            return (log_spec - peak) / 4.0 + 1.0, frame_mask
         return (log_spec + 4.0) / 4.0, frame_mask
 
     # ------------------------------------------------------------------ checks

@@ -204,6 +204,27 @@ def test_conv2d_stem_slides_along_mel_bins():
         MelSpectrogramTokenizer(DIM, stem="conv2d", stem_channels=0)
 
 
+@settings(max_examples=10, deadline=None)
+@given(gain_db=st.floats(-30.0, 0.0), seed=st.integers(0, 2**16))
+def test_peak_level_ignores_the_clip_gain(gain_db, seed):
+    """``level="peak"``: a clip played louder or softer gives the same log-mel (its loudest bin at 1); Whisper's
+    fixed scale shifts the whole spectrogram instead."""
+    g = torch.Generator().manual_seed(seed)
+    clip = sine(440.0, 0.5) + 0.05 * torch.randn(8000, generator=g)
+    peak = MelSpectrogramTokenizer(DIM, level="peak")
+    whisper = MelSpectrogramTokenizer(DIM)
+    gain = 10 ** (gain_db / 20)
+    a, _ = peak.log_mel(clip[None] * 0.9)
+    b, _ = peak.log_mel(clip[None] * 0.9 * gain)
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+    assert float(a.amax()) == pytest.approx(1.0)
+    wa, _ = whisper.log_mel(clip[None] * 0.9)
+    wb, _ = whisper.log_mel(clip[None] * 0.9 * gain)
+    assert float((wa.amax() - wb.amax())) == pytest.approx(-gain_db / 10 / 4, abs=1e-3)
+    with pytest.raises(ValueError, match="level"):
+        MelSpectrogramTokenizer(DIM, level="rms")  # type: ignore[arg-type]
+
+
 def test_other_hop_and_rate():
     tok = MelSpectrogramTokenizer(8, sample_rate=8000, n_mels=40)
     assert (tok.n_fft, tok.hop_length) == (200, 80)
