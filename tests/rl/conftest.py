@@ -1,0 +1,53 @@
+"""Offline RL fixtures: small datasets of random-policy episodes from real Gymnasium envs, built in memory."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from omni.data.episodes import Episodes
+
+
+def random_episodes(env_id: str, n: int, seed: int = 0, **make: object) -> Episodes:
+    """``n`` episodes of a uniformly random policy; ref scores 0 and 100 so normalised score = return."""
+    env = gym.make(env_id, **make)
+    env.action_space.seed(seed)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "rew", "term", "trunc")}
+    for i in range(n):
+        obs, _ = env.reset(seed=seed + i)
+        rows: dict[str, list] = {k: [] for k in cols}
+        done = False
+        while not done:
+            a = env.action_space.sample()
+            nxt, r, term, trunc, _ = env.step(a)
+            for k, v in zip(rows, (obs, a, r, term, trunc), strict=True):
+                rows[k].append(v)
+            obs, done = nxt, term or trunc
+        for k in cols:
+            cols[k].append(np.asarray(rows[k]))
+    env.close()
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    return Episodes(
+        observations=[o.astype(np.float32) for o in cols["obs"]],
+        actions=[a.astype(np.int64 if discrete else np.float32) for a in cols["act"]],
+        rewards=[r.astype(np.float32) for r in cols["rew"]],
+        terminations=[t.astype(bool) for t in cols["term"]],
+        truncations=[t.astype(bool) for t in cols["trunc"]],
+        env_id=env_id,
+        ref_min_score=0.0,
+        ref_max_score=100.0,
+        source=f"random {env_id}",
+        discrete=discrete,
+        num_actions=int(env.action_space.n) if discrete else None,
+    )
+
+
+@pytest.fixture(scope="session")
+def hopper_episodes() -> Episodes:
+    return random_episodes("Hopper-v5", 12)
+
+
+@pytest.fixture(scope="session")
+def cartpole_episodes() -> Episodes:
+    return random_episodes("CartPole-v1", 12)
