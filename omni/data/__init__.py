@@ -11,14 +11,18 @@
 - ``DurationBucketSampler``: batches of similar duration under a padded-seconds budget, even over DDP ranks.
 - ``normalize_text``, ``CharVocab``, ``SubwordVocab``, ``vocab_from_dict``: transcripts to ids and back.
 - ``ImageAugment``: image augmentation as a config choice (flip, crop, affine warps).
+- ``Episodes``, ``load_episodes``, ``load_minari``, ``load_d4rl_hdf5``: offline RL episodes from a Minari dataset id or
+  a D4RL hdf5 file.
 """
 
 from omni.data.augment import ImageAugment
 from omni.data.base import OmniDataModule
 from omni.data.buckets import DurationBucketSampler
 from omni.data.digits import DigitsDataModule, digits_splits
+from omni.data.episodes import Episodes
 from omni.data.fusion_toy import SyntheticFusionDataModule
 from omni.data.image_folder import ImageFolderDataModule
+from omni.data.rl_readers import load_d4rl_hdf5, load_episodes, load_minari
 from omni.data.speech import ManifestDataModule, SpeechDataModule
 from omni.data.speech_corpora import LibriSpeechDataModule, SpeechCommandsDataModule
 from omni.data.text import CharVocab, SubwordVocab, normalize_text, vocab_from_dict
@@ -29,6 +33,7 @@ __all__ = [
     "CharVocab",
     "DigitsDataModule",
     "DurationBucketSampler",
+    "Episodes",
     "ImageAugment",
     "ImageFolderDataModule",
     "LibriSpeechDataModule",
@@ -41,6 +46,9 @@ __all__ = [
     "TorchvisionDataModule",
     "ToySequenceDataModule",
     "digits_splits",
+    "load_d4rl_hdf5",
+    "load_episodes",
+    "load_minari",
     "normalize_text",
     "vocab_from_dict",
 ]
