@@ -51,3 +51,21 @@ def hopper_episodes() -> Episodes:
 @pytest.fixture(scope="session")
 def cartpole_episodes() -> Episodes:
     return random_episodes("CartPole-v1", 12)
+
+
+def write_d4rl(episodes: Episodes, path) -> str:
+    """``episodes`` as a D4RL-format hdf5 file (flat arrays, terminals/timeouts, env id and ref scores as attributes)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.concatenate(episodes.observations)
+        f["actions"] = np.concatenate(episodes.actions)
+        f["rewards"] = np.concatenate(episodes.rewards)
+        f["terminals"] = np.concatenate(episodes.terminations)
+        f["timeouts"] = np.concatenate([tr | (np.arange(len(tr)) == len(tr) - 1) for tr in episodes.truncations])
+        f.attrs["env_id"] = episodes.env_id
+        f.attrs["ref_min_score"] = episodes.ref_min_score
+        f.attrs["ref_max_score"] = episodes.ref_max_score
+        if episodes.discrete:
+            f.attrs["num_actions"] = episodes.num_actions
+    return str(path)
