@@ -34,7 +34,7 @@ class RolloutCallback(Callback):
             targets: target returns in the env's units (CORL hopper: 3600, 1800).
             episodes: episodes per target at validation; default the data module's ``val_episodes``.
             test_episodes: episodes per target at test; default as at validation.
-            every_n_epochs: run at the validation of every N-th epoch (and always after the last).
+            every_n_epochs: run at the validation of every N-th epoch (the test after fit runs them once more).
             mode: ``window`` (CORL's evaluation), ``cache`` or ``recompute`` (see ``omni.rollout``).
             seed: the envs' first seed (episode i is reset with seed + i).
         """
@@ -50,9 +50,7 @@ class RolloutCallback(Callback):
         return int(n)
 
     def _due(self, trainer: L.Trainer) -> bool:
-        epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-        return epoch % self.every_n_epochs == 0 or last
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._due(trainer):
