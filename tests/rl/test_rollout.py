@@ -15,11 +15,13 @@ K = 3
 FACTS = {"env_id": "Hopper-v5", "context": K, "reward_scale": 0.001, "ref_min_score": -20.0, "ref_max_score": 3000.0}
 
 
-def policy(depth: int, layout: str = "dt", env: str = "Hopper-v5", discrete: bool = False) -> DecisionTransformer:
+def policy(
+    depth: int, layout: str = "dt", env: str = "Hopper-v5", discrete: bool = False, dims: tuple[int, int] = (11, 3)
+) -> DecisionTransformer:
     torch.manual_seed(0)
     trunk = {"dim": 16, "depth": depth, "heads": 2, "masks": ["dt"],
              "mask_defs": {"dt": f"causal() & causal(by='group', window={K})"}}  # fmt: skip
-    s, a = (4, 2) if discrete else (11, 3)
+    s, a = (4, 2) if discrete else dims
     task = DecisionTransformer(trunk, s, a, discrete=discrete, layout=layout, max_timestep=1000)
     with torch.no_grad():  # sharper attention and a stronger head: a policy whose actions depend on its context
         for name, w in task.named_parameters():
@@ -62,6 +64,11 @@ def test_behaviour_cloning_runs_once_and_discrete_actions_step_cartpole():
     assert cart.actions.dtype == np.int64 and set(np.unique(cart.actions)) <= {0, 1}
     assert (cart.lengths >= 1).all() and (cart.lengths <= 25).all()
     np.testing.assert_allclose(cart.normalized, 100 * (cart.returns + 20) / 3020)
+
+
+def test_any_mujoco_env_by_id():
+    cheetah = rollout(policy(1, env="HalfCheetah-v5", dims=(17, 6)), [6000.0], 2, max_steps=5)
+    assert cheetah.actions.shape == (2, 5, 6) and (cheetah.lengths == 5).all()
 
 
 def test_normalized_score_is_d4rls_scale():
