@@ -2,7 +2,8 @@
 
 Logs ``{stage}/score_{target}`` (normalised score, or ``{stage}/return_{target}`` without reference scores) and
 ``{stage}/score`` (the first target's; behaviour cloning runs once), appends every episode to ``rollouts.csv`` in
-the run directory and redraws ``score_curve.png`` (the learning curve of normalised score).
+the run directory and redraws ``score_curve.png`` (the learning curve of normalised score); at test, writes
+``rollouts_test.csv`` and ``return_conditioning.png`` (target vs achieved return, the dataset's best and mean marked).
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ class RolloutCallback(Callback):
             return
         name = "rollouts.csv" if stage == "val" else "rollouts_test.csv"
         csv_path = result.write_csv(Path(run_dir) / name, {"epoch": trainer.current_epoch})
-        if stage == "val":
-            from omni.rl_plots import plot_score_curve
+        from omni.rl_plots import plot_return_conditioning, plot_score_curve
 
+        if stage == "val":
             plot_score_curve(csv_path, Path(run_dir) / "score_curve.png")
+        elif task.layout == "dt":
+            stats = task.rl.get("return_stats")
+            plot_return_conditioning(summary, stats, Path(run_dir) / "return_conditioning.png")

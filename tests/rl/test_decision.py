@@ -47,7 +47,14 @@ def test_fit_through_the_cli_then_rollout_from_the_checkpoint(tmp_path, hopper_e
     main(["fit", *configs, "--data.init_args.dataset", data, "--trainer.logger.init_args.save_dir", str(tmp_path),
           "--trainer.enable_progress_bar", "false"])  # fmt: skip
     run = tmp_path / "dt_hopper_tiny" / "version_0"
-    for name in ("rollouts.csv", "rollouts_test.csv", "score_curve.png", "metrics.json", "checkpoints/last.ckpt"):
+    for name in (
+        "rollouts.csv",
+        "rollouts_test.csv",
+        "score_curve.png",
+        "return_conditioning.png",
+        "metrics.json",
+        "checkpoints/last.ckpt",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert {"test/loss", "test/score", "test/score_50", "test/score_20"} <= set(metrics)
