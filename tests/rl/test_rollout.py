@@ -66,7 +66,8 @@ def test_behaviour_cloning_runs_once_and_discrete_actions_step_cartpole():
     np.testing.assert_allclose(cart.normalized, 100 * (cart.returns + 20) / 3020)
 
 
-def test_any_mujoco_env_by_id():
+def test_any_mujoco_env_by_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT (a deprecation warning of HalfCheetah's model) here
     cheetah = rollout(policy(1, env="HalfCheetah-v5", dims=(17, 6)), [6000.0], 2, max_steps=5)
     assert cheetah.actions.shape == (2, 5, 6) and (cheetah.lengths == 5).all()
 
