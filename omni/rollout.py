@@ -94,8 +94,9 @@ class RolloutResult:
     def by_target(self) -> dict[float, dict[str, float]]:
         """{target: {"return", "return_std", "score" (if known), "length"}} means over that target's episodes."""
         out: dict[float, dict[str, float]] = {}
-        for target in dict.fromkeys(self.targets.tolist()):
-            rows = self.targets == target if not math.isnan(target) else np.isnan(self.targets)
+        unique = dict.fromkeys(math.nan if math.isnan(t) else t for t in self.targets.tolist())  # one NaN key
+        for target in unique:
+            rows = np.isnan(self.targets) if math.isnan(target) else self.targets == target
             stats = {
                 "return": float(self.returns[rows].mean()),
                 "return_std": float(self.returns[rows].std()),

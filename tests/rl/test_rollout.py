@@ -59,7 +59,7 @@ def test_with_two_layers_the_cache_is_not_corls_window():
 
 def test_behaviour_cloning_runs_once_and_discrete_actions_step_cartpole():
     bc = rollout(policy(1, layout="bc"), [3000.0, 1000.0], 3, max_steps=20)
-    assert np.isnan(bc.targets).all() and len(bc.returns) == 3
+    assert np.isnan(bc.targets).all() and len(bc.returns) == 3 and len(bc.by_target()) == 1
     cart = rollout(policy(2, env="CartPole-v1", discrete=True), [100.0], 2, mode="cache", max_steps=25)
     assert cart.actions.dtype == np.int64 and set(np.unique(cart.actions)) <= {0, 1}
     assert (cart.lengths >= 1).all() and (cart.lengths <= 25).all()
