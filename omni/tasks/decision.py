@@ -146,8 +146,8 @@ class DecisionTransformer(OmniTask):
     def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """The tokenizer's keyword arguments from a batch; behaviour cloning gets no returns."""
         traj = dict(batch[TRAJECTORY])
-        if self.layout == "bc":
-            traj["returns_to_go"] = None
+        if self.layout == "bc":  # moved last: the batch size is read from the first tensor
+            traj = {k: v for k, v in traj.items() if k != "returns_to_go"} | {"returns_to_go": None}
         return {TRAJECTORY: traj}
 
     def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,15 @@ def test_fit_through_the_cli_then_rollout_from_the_checkpoint(tmp_path, hopper_e
         main(["rollout", "--ckpt_path", str(run / "checkpoints/last.ckpt"), "--target", "high"])
 
 
+def test_bc_fits_through_the_cli(tmp_path, hopper_episodes):
+    data = write_d4rl(hopper_episodes, tmp_path / "hopper.hdf5")
+    configs = ["--config", str(ROOT / "configs/bc_hopper.yaml"), "--config", str(ROOT / "configs/bc_hopper_tiny.yaml")]
+    main(["fit", *configs, "--data.init_args.dataset", data, "--trainer.logger.init_args.save_dir", str(tmp_path),
+          "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1"])  # fmt: skip
+    metrics = json.loads((tmp_path / "bc_hopper_tiny/version_0/metrics.json").read_text())["metrics"]
+    assert {"test/loss", "test/score"} <= set(metrics) and not any(k.startswith("test/score_") for k in metrics)
+
+
 def test_bc_layout_leaves_the_returns_out():
     torch.manual_seed(0)
     dt = DecisionTransformer(TRUNK, 11, 3, layout="dt", max_timestep=100)
