@@ -1,6 +1,7 @@
 """The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
-``omni viz masks --config configs/X.yaml --out masks.png`` and ``omni data speech --kind digits --out DIR`` (an offline
-spoken corpus, see ``omni.data.speech_corpus``).
+``omni viz masks --config configs/X.yaml --out masks.png``, ``omni data speech --kind digits --out DIR`` (an offline
+spoken corpus, see ``omni.data.speech_corpus``) and ``omni data rl --env Hopper-v5 --out DIR`` (offline RL datasets in
+Minari's format, see ``omni.data.rl_corpus``).
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
 picks which) so that every run directory ends with ``metrics.json``; the command prints the test metrics and the
@@ -156,8 +157,15 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``omni`` console command."""
     argv = list(args if args is not None else sys.argv[1:])
     if argv[:1] == ["data"]:
+        if argv[1:2] == ["rl"]:
+            from omni.data.rl_corpus import main as rl_corpus
+
+            rl_corpus(argv[2:])
+            return
         if argv[1:2] != ["speech"]:
-            raise SystemExit("usage: omni data speech --kind digits|sentences --out DIR")
+            raise SystemExit(
+                "usage: omni data speech --kind digits|sentences --out DIR | omni data rl --env ID --out DIR"
+            )
         from omni.data.speech_corpus import main as speech_corpus
 
         speech_corpus(argv[2:])
