@@ -170,6 +170,11 @@ def main(args: list[str] | None = None) -> None:
 
         speech_corpus(argv[2:])
         return
+    if argv[:1] == ["rollout"]:
+        from omni.rollout_command import main as rollout_command
+
+        rollout_command(argv[1:])
+        return
     if argv[:1] == ["transcribe"]:
         from omni.transcribe import main as transcribe
 
