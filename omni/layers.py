@@ -96,18 +96,28 @@ class FourierFeatures(nn.Module):
 
 # ---------------------------------------------------------------------------- feed-forward
 class MLP(nn.Module):
-    """Linear -> activation -> dropout -> Linear -> dropout, as in ViT."""
+    """Linear -> activation -> dropout -> Linear -> dropout, as in ViT (GPT-2: no dropout on the hidden units)."""
 
-    def __init__(self, dim: int, hidden: int, act: ActName = "gelu", dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        act: ActName = "gelu",
+        dropout: float = 0.0,
+        bias: bool = True,
+        hidden_dropout: float | None = None,
+    ) -> None:
+        """``dropout`` after the output projection; ``hidden_dropout`` after the activation (None = ``dropout``)."""
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = make_act(act)
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.drop_hidden = nn.Dropout(dropout if hidden_dropout is None else hidden_dropout)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, N, D) -> (B, N, D)"""
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(self.fc2(self.drop_hidden(self.act(self.fc1(x)))))
 
 
 class DropPath(nn.Module):

@@ -38,6 +38,8 @@ class TransformerConfig:
         qk_norm: LayerNorm on queries and keys per head.
         dropout: dropout after attention and MLP projections.
         attn_dropout: dropout on attention weights.
+        mlp_dropout: dropout on the MLP's hidden units; None = ``dropout`` (timm's ViT). GPT-2, and so the Decision
+            Transformer of Hugging Face and CORL, has none: 0.
         drop_path: stochastic depth rate at the last block (linearly increasing from 0 over depth).
         norm: ``layernorm`` or ``rmsnorm``.
         norm_eps: epsilon of every norm.
@@ -59,6 +61,7 @@ class TransformerConfig:
     qk_norm: bool = False
     dropout: float = 0.0
     attn_dropout: float = 0.0
+    mlp_dropout: float | None = None
     drop_path: float = 0.0
     norm: NormName = "layernorm"
     norm_eps: float = 1e-6
@@ -78,7 +81,9 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.heads: expected a divisor of dim={self.dim}, got {self.heads}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"TransformerConfig.mlp_ratio: expected > 0, got {self.mlp_ratio}")
-        for name in ("dropout", "attn_dropout", "drop_path"):
+        for name in ("dropout", "attn_dropout", "drop_path", "mlp_dropout"):
+            if name == "mlp_dropout" and self.mlp_dropout is None:
+                continue
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TransformerConfig.{name}: expected a rate in [0, 1), got {getattr(self, name)}")
         check_literal_fields(self)
@@ -274,7 +279,10 @@ class Block(nn.Module):
         else:
             self.cross = None
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.mlp = MLP(cfg.dim, int(cfg.dim * cfg.mlp_ratio), act=cfg.act, dropout=cfg.dropout)
+        hidden_dropout = cfg.dropout if cfg.mlp_dropout is None else cfg.mlp_dropout
+        self.mlp = MLP(
+            cfg.dim, int(cfg.dim * cfg.mlp_ratio), act=cfg.act, dropout=cfg.dropout, hidden_dropout=hidden_dropout
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     @staticmethod

@@ -128,3 +128,21 @@ def test_per_layer_masks_and_errors():
         trunk(torch.randn(1, 4, 8))
     with pytest.raises(ValueError, match="mask: expected"):
         trunk(x, torch.ones(1, 3, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("mlp_dropout", [None, 0.0, 0.3])
+def test_mlp_dropout_drops_the_hidden_units_only_when_asked(mlp_dropout):
+    """``mlp_dropout`` rules the MLP's hidden units (None: ``dropout``, as timm's ViT; 0: GPT-2's MLP); the output
+    projection is always dropped at ``dropout``. Checked against the MLP written out with the same random draws."""
+    cfg = TransformerConfig(dim=8, depth=1, heads=1, dropout=0.5, mlp_dropout=mlp_dropout)
+    mlp = Transformer(cfg).blocks[0].mlp.train()
+    x = torch.randn(3, 5, 8)
+    torch.manual_seed(0)
+    out = mlp(x)
+    torch.manual_seed(0)
+    p = 0.5 if mlp_dropout is None else mlp_dropout
+    h = torch.nn.functional.dropout(mlp.act(mlp.fc1(x)), p, training=True)
+    ref = torch.nn.functional.dropout(mlp.fc2(h), 0.5, training=True)
+    torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match="mlp_dropout"):
+        TransformerConfig(dim=8, depth=1, heads=1, mlp_dropout=1.5)
