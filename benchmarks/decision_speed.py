@@ -8,9 +8,10 @@ step with the rolling KV cache vs recomputing the window.
    and K, each model in train mode with AdamW and gradient clipping; one step = forward, masked MSE of the actions,
    backward, clip, optimizer step. The two are timed alternately in one process (ours, theirs, ours, ...) and the
    ratio of the medians is reported (< 1: ours is faster).
-2. ``rollout_cache_speedup``: the policy's work per env step for E episodes at once, deep into an episode (t >= K):
-   ``window`` re-runs the model over the last K steps (CORL's evaluation), ``cache`` feeds the new step's tokens to
-   ``OmniModel.step`` over a rolling KV cache of K steps. Median seconds per env step, window / cache.
+2. ``rollout_cache_speedup``: ``omni.rollout``'s loop for E episodes at once, on a stand-in env with no physics and
+   no episode ends: ``window`` re-runs the model over the last K steps at every step (CORL's evaluation), ``cache``
+   feeds each step's new tokens to ``OmniModel.step`` over a rolling KV cache of K steps. Seconds per env step
+   (median over repeats), window / cache.
 
 Prints one JSON object last and appends it to ``benchmarks/results/decision_speed.jsonl``.
 """
@@ -24,12 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
+from omni.rollout import _run  # noqa: E402
 from omni.tasks.decision import DecisionTransformer  # noqa: E402
 from omni.transformer import TransformerConfig  # noqa: E402
 
@@ -141,55 +144,44 @@ def train_steps(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
+class EndlessEnv:
+    """A stand-in vector env (random observations, no episode ends): the rollout loop's model calls alone."""
+
+    def __init__(self, rows: int, state_dim: int) -> None:
+        self.rows, self.state_dim = rows, state_dim
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
+        return self.rng.standard_normal((self.rows, self.state_dim)).astype(np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, _ = self.reset()
+        no = np.zeros(self.rows, dtype=bool)
+        return obs, np.ones(self.rows), no, no, {}
+
+
 def rollout_steps(a: argparse.Namespace) -> dict[str, Any]:
-    """Seconds per env step of the policy for ``a.episodes`` rows at timesteps K .. K + steps (the window is full)."""
+    """Milliseconds per env step of ``omni.rollout``'s loop for ``a.episodes`` rows, ``window`` vs ``cache``, over
+    ``a.rollout_steps`` steps (the first K fill the window), alternating the two modes over several repeats."""
     torch.manual_seed(0)
     task = make_ours(a).eval()
-    tok = task.tokenizer
-    rows, k, horizon = a.episodes, a.context, a.context + a.rollout_steps
-    g = torch.Generator().manual_seed(1)
-    states = torch.randn(rows, horizon, a.state_dim, generator=g)
-    actions = torch.zeros(rows, horizon, a.act_dim)
-    rtg = torch.full((rows, horizon, 1), 3.6)
-    before_action = tok.tokens_per_step - 1
-
-    def window(lo: int, hi: int) -> dict[str, Any]:
-        steps = torch.arange(lo, hi)[None].expand(rows, -1)
-        return {"returns_to_go": rtg[:, lo:hi], "states": states[:, lo:hi], "actions": actions[:, lo:hi],
-                "timesteps": steps}  # fmt: skip
-
-    def by_window(t: int) -> None:
-        pred = task({"trajectory": window(max(0, t + 1 - k), t + 1)})["actions"][:, -1]
-        actions[:, t] = task.head.act(pred)
-
-    cache = task.model.start_decoding(window=k)
-
-    def by_cache(t: int) -> None:
-        tokens, _ = task.model.tokenize({"trajectory": window(t, t + 1)})
-        out = task.model.step(tokens[0:before_action], cache)["output"].tokens.x
-        actions[:, t] = task.head.act(task.head(out[:, -1:])[:, 0])
-        tokens, _ = task.model.tokenize({"trajectory": window(t, t + 1)})
-        task.model.step(tokens[before_action:], cache)
-
-    for t in range(k):  # fill the cache; warm both paths up
-        by_cache(t)
-        by_window(t)
-    t_window, t_cache = [], []
-    for t in range(k, horizon):
-        t0 = time.perf_counter()
-        by_window(t)
-        t1 = time.perf_counter()
-        by_cache(t)
-        t2 = time.perf_counter()
-        t_window.append(t1 - t0)
-        t_cache.append(t2 - t1)
-    m_window, m_cache = statistics.median(t_window), statistics.median(t_cache)
+    task.rl = {"context": a.context, "reward_scale": 0.001}
+    targets = np.full(a.episodes, 3600.0)
+    per_mode: dict[str, list[float]] = {"window": [], "cache": []}
+    for _ in range(a.repeats):
+        for mode in per_mode:
+            env = EndlessEnv(a.episodes, a.state_dim)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                _run(task, env, targets, mode, a.context, 0.001, 0, a.rollout_steps, False)
+            per_mode[mode].append((time.perf_counter() - t0) / a.rollout_steps)
+    m_window, m_cache = statistics.median(per_mode["window"]), statistics.median(per_mode["cache"])
     return {
         "rollout_step_ms_window": round(1e3 * m_window, 3),
         "rollout_step_ms_cache": round(1e3 * m_cache, 3),
         "rollout_cache_speedup": round(m_window / m_cache, 3),
-        "rollout_rows": rows,
+        "rollout_rows": a.episodes,
+        "rollout_steps": a.rollout_steps,
     }
 
 
@@ -205,7 +197,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--steps", type=int, default=100, help="timed training steps per model")
     p.add_argument("--episodes", type=int, default=10, help="rollout rows stepped at once")
-    p.add_argument("--rollout_steps", type=int, default=200, help="timed env steps per mode")
+    p.add_argument("--rollout_steps", type=int, default=300, help="env steps per rollout (Hopper's episodes: 1000)")
+    p.add_argument("--repeats", type=int, default=3, help="rollouts per mode, alternated")
     p.add_argument("--no_save", action="store_true", help="print only (a smoke run)")
     a = p.parse_args()
     result = {

@@ -213,15 +213,13 @@ def _run(
         if cache is None:
             lo = max(0, t + 1 - reach)
             pred = task({"trajectory": window(lo, t + 1)})["actions"][:, -1]  # a_t's slot holds a dummy, unseen
-        else:
-            tokens, _ = task.model.tokenize({"trajectory": window(t, t + 1)})
-            out = task.model.step(tokens[0:before_action], cache)["output"].tokens.x
+        else:  # one call per step: the previous step's action token, then this step's tokens up to its state
+            tokens, _ = task.model.tokenize({"trajectory": window(max(0, t - 1), t + 1)})
+            new = tokens[0:before_action] if t == 0 else tokens[before_action : tok.tokens_per_step + before_action]
+            out = task.model.step(new, cache)["output"].tokens.x
             pred = task.head(out[:, -1:])[:, 0]
         action = task.head.act(pred)
         actions[:, t] = action
-        if cache is not None:
-            tokens, _ = task.model.tokenize({"trajectory": window(t, t + 1)})
-            task.model.step(tokens[before_action:], cache)
         obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
         live = ~done
         returns[live] += reward[live]
