@@ -1,7 +1,8 @@
 """The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
 ``omni viz masks --config configs/X.yaml --out masks.png``, ``omni data speech --kind digits --out DIR`` (an offline
-spoken corpus, see ``omni.data.speech_corpus``) and ``omni data rl --env Hopper-v5 --out DIR`` (offline RL datasets in
-Minari's format, see ``omni.data.rl_corpus``).
+spoken corpus, see ``omni.data.speech_corpus``), ``omni data rl --env Hopper-v5 --out DIR`` (offline RL datasets,
+``omni.data.rl_corpus``), ``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
+``omni transcribe --ckpt_path CKPT FILE...``.
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
 picks which) so that every run directory ends with ``metrics.json``; the command prints the test metrics and the
