@@ -19,6 +19,8 @@ COMMANDS["masks"] = "python benchmarks/masks.py"
 COMMANDS["packing"] = "python benchmarks/packing.py"
 COMMANDS["decode"] = "python benchmarks/decode.py  (on a GPU: --device cuda --dtype bf16)"
 COMMANDS["speech"] = "python benchmarks/speech.py --config configs/speech_digits.yaml"
+COMMANDS["decision"] = "python benchmarks/decision.py --env Hopper-v5  (--tier / --seeds / --layouts for a part)"
+COMMANDS["decision_speed"] = 'python benchmarks/decision_speed.py  (pip install -e ".[compare]")'
 HEADLINES = {  # shown first; every other key follows
     "digits": ["accuracy_mean", "accuracy", "wall_s", "svc_accuracy", "svc_accuracy_full_train"],
     "backbone": ["ratio_vs_timm", "params_ours", "params_timm", "step_ms_ours", "step_ms_timm"],
@@ -26,6 +28,8 @@ HEADLINES = {  # shown first; every other key follows
     "packing": ["packing_speedup", "tokens_per_s_packed", "tokens_per_s_padded"],
     "decode": ["cache_speedup_200", "cache_speedup_50", "cache_speedup_448"],
     "speech": ["config", "wer_best", "best_decoder", "train_wall_s", "beam_vs_greedy_wer", "silence_empty"],
+    "decision": ["env", "summary", "train_wall_s_max", "seeds", "episodes_per_target"],
+    "decision_speed": ["train_step_ratio_vs_hf", "rollout_cache_speedup", "train_step_ms_ours", "train_step_ms_hf"],
 }
 
 
