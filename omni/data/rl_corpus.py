@@ -412,6 +412,7 @@ def write_dataset(
     from minari import create_dataset_from_buffers
     from minari.data_collector import EpisodeBuffer
 
+    out = Path(out).absolute()  # Minari joins a relative root onto itself
     final = out / ds_id
     stage = out / f".staging-{ds_id.replace('/', '-')}"
     shutil.rmtree(stage, ignore_errors=True)
@@ -477,7 +478,7 @@ def build_rl_corpus(spec: RLCorpusSpec, out: str | Path) -> dict[str, Any]:
     check_env(spec.env_id).close()
     if spec.episodes is not None and spec.episodes < 1:
         raise ValueError(f"--episodes: expected a positive number of episodes per tier, got {spec.episodes}")
-    out = Path(out)
+    out = Path(out).absolute()
     work = out / spec.env_id.lower()
     work.mkdir(parents=True, exist_ok=True)
     plan = json.loads(json.dumps(asdict(spec)))

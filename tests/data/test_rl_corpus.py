@@ -136,15 +136,19 @@ def test_unknown_env_names_the_flag_and_id(tmp_path):
         build_rl_corpus(replace(TINY, env_id="Blackjack-v1"), tmp_path)
 
 
-def test_discrete_actions_round_trip_through_minari(tmp_path):
+def test_discrete_actions_round_trip_through_minari(tmp_path, monkeypatch):
+    """CartPole's action indices survive Minari, written under a relative root (``--out data/rl``)."""
     import gymnasium as gym
+
+    monkeypatch.chdir(tmp_path)
 
     space = gym.make("CartPole-v1").action_space
     log = collect("CartPole-v1", random_policy(space, 0), n_envs=2, seed=0, episodes=3)
     assert [len(o) for o in log.observations] == [len(r) + 1 for r in log.rewards]
     spec = replace(TINY, env_id="CartPole-v1")
     about = {"description": "test", "tier": "random"}
-    rl_corpus.write_dataset(tmp_path, "omni/cartpole-v1/random-v0", log, spec, (10.0, 500.0), about)
+    rl_corpus.write_dataset(Path("rl"), "omni/cartpole-v1/random-v0", log, spec, (10.0, 500.0), about)
+    tmp_path = tmp_path / "rl"
     ep = load_minari("omni/cartpole-v1/random-v0", root=tmp_path)
     assert ep.discrete and ep.num_actions == 2 and (ep.ref_min_score, ep.ref_max_score) == (10.0, 500.0)
     for i in range(3):
