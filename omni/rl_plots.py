@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt
 import numpy as np
 
+from omni.viz import save_figure
+
 __all__ = ["plot_return_conditioning", "plot_score_curve"]
 
 
@@ -40,11 +42,7 @@ def plot_score_curve(rollouts_csv: str | Path, out: str | Path) -> Path:
     ax.set_title("rollouts at validation")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_return_conditioning(
@@ -73,9 +71,4 @@ def plot_return_conditioning(
     ax.set_title("return conditioning")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

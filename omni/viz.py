@@ -16,6 +16,18 @@ import torch
 __all__ = ["plot_confusion_matrix", "plot_masks", "plot_training_curves", "read_metrics_csv"]
 
 
+def save_figure(fig: plt.Figure, out: str | Path, tight: bool = True) -> Path:
+    """Write ``fig`` as a PNG at ``out`` (110 dpi; its folder made if missing) and close it; returns the path.
+    ``tight`` lays it out tightly first (False: the caller has laid it out)."""
+    if tight:
+        fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[float, float]]]:
     """Read Lightning's CSVLogger file into {metric: [(x, value), ...]}: x is the step for per-step metrics
     (``*_step``, and rows logged without an epoch such as learning rates) and the epoch for everything else."""
@@ -57,11 +69,7 @@ def plot_training_curves(metrics_csv: str | Path, out: str | Path) -> Path:
         ax.set_xlabel("step" if name == "learning rate" else "epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], out: str | Path) -> Path:
@@ -90,11 +98,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], out:
                     )
     acc = m.trace() / max(1, m.sum())
     ax.set_title(f"confusion matrix (accuracy {acc:.4f})")
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_masks(
@@ -141,10 +145,7 @@ def plot_masks(
     handles = [Patch(color=tuple(colors[i].tolist()), label=names[i]) for i in used]
     fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, tight=False)
 
 
 def plot_ctc_alignment(
@@ -181,8 +182,4 @@ def plot_ctc_alignment(
             bottom.text((i + 0.5) * step, k + 0.5, "␣" if name == " " else name, ha="center", va="center", fontsize=8)
     bottom.set_ylabel("label id")
     bottom.set_xlabel("seconds")
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
