@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
-from omni.rollout import _run  # noqa: E402
+from omni.rollout import run_episodes  # noqa: E402
 from omni.tasks.decision import DecisionTransformer  # noqa: E402
 from omni.transformer import TransformerConfig  # noqa: E402
 
@@ -173,7 +173,7 @@ def rollout_steps(a: argparse.Namespace) -> dict[str, Any]:
             env = EndlessEnv(a.episodes, a.state_dim)
             t0 = time.perf_counter()
             with torch.no_grad():
-                _run(task, env, targets, mode, a.context, 0.001, 0, a.rollout_steps, False)
+                run_episodes(task, env, targets, mode, a.context, 0.001, 0, a.rollout_steps, False)
             per_mode[mode].append((time.perf_counter() - t0) / a.rollout_steps)
     m_window, m_cache = statistics.median(per_mode["window"]), statistics.median(per_mode["cache"])
     return {

@@ -35,7 +35,7 @@ from omni.choices import check_choice
 if TYPE_CHECKING:
     from omni.tasks.decision import DecisionTransformer
 
-__all__ = ["Mode", "RolloutResult", "check_targets", "make_vector_env", "normalized_score", "rollout"]
+__all__ = ["Mode", "RolloutResult", "check_targets", "make_vector_env", "normalized_score", "rollout", "run_episodes"]
 
 Mode = Literal["window", "cache", "recompute"]
 
@@ -163,12 +163,12 @@ def rollout(
     try:
         limit = env.spec.max_episode_steps if env.spec is not None else None
         horizon = max_steps or limit or task.max_timestep
-        return _run(task, env, np.repeat(target_list, episodes), mode, context, scale, seed, horizon, progress)
+        return run_episodes(task, env, np.repeat(target_list, episodes), mode, context, scale, seed, horizon, progress)
     finally:
         env.close()
 
 
-def _run(
+def run_episodes(
     task: DecisionTransformer,
     env: Any,
     targets: np.ndarray,
@@ -179,6 +179,9 @@ def _run(
     horizon: int,
     progress: bool,
 ) -> RolloutResult:
+    """The rollout loop on any vector env (``reset(seed)``, ``step(actions)`` as Gymnasium's): one row per entry of
+    ``targets`` (in the env's units), ``horizon`` steps at most, the policy's context given by ``mode``; gradients
+    are the caller's to disable (``rollout`` does)."""
     was_training = task.training
     task.eval()
     device, dtype = task.state_mean.device, task.state_mean.dtype
