@@ -4,10 +4,11 @@ step with the rolling KV cache vs recomputing the window.
     pip install -e ".[compare]"          # transformers, for the comparison only
     python benchmarks/decision_speed.py  # CORL's sizes: K 20, width 128, 3 layers, 1 head, batch 64, Hopper's S/A
 
-1. ``train_step_ratio_vs_hf``: the same batch (B windows of K steps), the same width, depth, heads, MLP ratio, dropout
-   and K, each model in train mode with AdamW and gradient clipping; one step = forward, masked MSE of the actions,
-   backward, clip, optimizer step. The two are timed alternately in one process (ours, theirs, ours, ...) and the
-   ratio of the medians is reported (< 1: ours is faster).
+1. ``train_step_ratio_vs_hf``: the same batch (B windows of K steps), the same width, depth, heads, MLP ratio and
+   activation (ReLU: Hugging Face's default and kzl's DT), dropout and K, each model in train mode with AdamW and
+   gradient clipping; one step = forward, masked MSE of the actions, backward, clip, optimizer step. The two are timed
+   alternately in one process (ours, theirs, ours, ...) and the ratio of the medians is reported (< 1: ours is
+   faster).
 2. ``rollout_cache_speedup``: ``omni.rollout``'s loop for E episodes at once, on a stand-in env with no physics and
    no episode ends: ``window`` re-runs the model over the last K steps at every step (CORL's evaluation), ``cache``
    feeds each step's new tokens to ``OmniModel.step`` over a rolling KV cache of K steps. Seconds per env step
@@ -45,10 +46,11 @@ def make_ours(a: argparse.Namespace) -> DecisionTransformer:
         dropout=0.1,
         attn_dropout=0.1,
         mlp_dropout=0.0,  # GPT-2's MLP, as Hugging Face's and CORL's DT: no dropout on the hidden units
+        act="relu",  # DecisionTransformerConfig's default activation (kzl's DT); CORL's is GELU
         masks=["dt"],
         mask_defs={"dt": f"causal() & causal(by='group', window={a.context})"},
     )
-    return DecisionTransformer(trunk, state_dim=a.state_dim, act_dim=a.act_dim, max_timestep=1000)
+    return DecisionTransformer(trunk, state_dim=a.state_dim, act_dim=a.act_dim, max_timestep=1000, embed_dropout=0.1)
 
 
 def make_hf(a: argparse.Namespace) -> torch.nn.Module:
@@ -65,6 +67,7 @@ def make_hf(a: argparse.Namespace) -> torch.nn.Module:
         n_layer=a.depth,
         n_head=a.heads,
         n_inner=4 * a.dim,
+        activation_function="relu",  # its default, spelled out: both models run the same MLP
         max_ep_len=1000,
         n_positions=3 * a.context,
         action_tanh=True,
@@ -119,8 +122,9 @@ def step_hf(model: torch.nn.Module, opt: torch.optim.Optimizer, traj: dict[str, 
 def train_steps(a: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     ours, hf = make_ours(a).train(), make_hf(a).train()
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=1e-4)
-    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
+    # omni's training step uses torch's fused AdamW (OptimConfig.fused); Hugging Face's model gets the same optimizer
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
+    opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4, fused=True)
     traj = batch(a, torch.Generator().manual_seed(0))
     for _ in range(a.warmup):
         step_ours(ours, opt_ours, traj)

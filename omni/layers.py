@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from omni.choices import check_choice
+from omni.dropout import Dropout
 
 __all__ = ["MLP", "DropPath", "FourierFeatures", "make_act", "make_norm", "sincos_1d", "sincos_2d"]
 
@@ -112,8 +113,8 @@ class MLP(nn.Module):
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = make_act(act)
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
-        self.drop_hidden = nn.Dropout(dropout if hidden_dropout is None else hidden_dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop_hidden = Dropout(dropout if hidden_dropout is None else hidden_dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, N, D) -> (B, N, D)"""

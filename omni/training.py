@@ -27,7 +27,7 @@ from torchmetrics import Metric
 from omni.model import OmniModel
 from omni.transformer import TransformerConfig
 
-__all__ = ["STAGES", "OmniTask", "OptimConfig", "RunArtifacts", "Stage", "param_groups", "warmup_cosine"]
+__all__ = ["STAGES", "OmniTask", "OptimConfig", "RunArtifacts", "Stage", "make_adamw", "param_groups", "warmup_cosine"]
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -45,6 +45,8 @@ class OptimConfig:
         warmup: warmup length, as a fraction of all training steps (< 1) or a number of steps (>= 1).
         min_lr_ratio: the learning rate at the end of training, as a fraction of ``lr``.
         grad_clip: clip the global gradient norm to this value; None to leave gradients alone.
+        fused: torch's fused AdamW (one kernel over all parameters, on CPU and CUDA) instead of a dozen small ops per
+            parameter tensor; the same update up to rounding. False for the for-loop version.
     """
 
     lr: float = 1e-3
@@ -53,6 +55,7 @@ class OptimConfig:
     warmup: float = 0.05
     min_lr_ratio: float = 0.01
     grad_clip: float | None = 1.0
+    fused: bool = True
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -83,6 +86,16 @@ def _named_leaves(module: nn.Module) -> Iterator[tuple[str, str, nn.Module, nn.P
             if id(p) not in seen:
                 seen.add(id(p))
                 yield (f"{prefix}.{name}" if prefix else name), name, m, p
+
+
+def make_adamw(module: nn.Module, cfg: OptimConfig, mixed_precision: bool = False) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``, fused where ``cfg.fused`` and every parameter sits on a CPU or CUDA device, except
+    under mixed precision (Lightning's AMP plugin refuses to clip the gradients of a fused optimizer)."""
+    on_kernel_device = all(p.device.type in ("cpu", "cuda") for p in module.parameters())
+    fused = cfg.fused and on_kernel_device and not mixed_precision
+    return torch.optim.AdamW(
+        param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None
+    )
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -265,7 +278,7 @@ class OmniTask(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optim
-        opt = torch.optim.AdamW(param_groups(self, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+        opt = make_adamw(self, cfg, mixed_precision="mixed" in str(self.trainer.precision))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))

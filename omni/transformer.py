@@ -20,6 +20,7 @@ from omni.attention.kernels import attend
 from omni.attention.masks import Mask
 from omni.attention.plans import AttentionPath, Plan
 from omni.choices import check_literal_fields
+from omni.dropout import Dropout
 from omni.layers import MLP, ActName, DropPath, NormName, make_norm
 
 __all__ = ["Attention", "Block", "KVCache", "KVState", "Transformer", "TransformerConfig"]
@@ -178,7 +179,7 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.attn_dropout = attn_dropout
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_dropout)
+        self.proj_drop = Dropout(proj_dropout)
 
     def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of a context: (B, M, D) -> two (B, H, M, Dh)."""

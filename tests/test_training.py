@@ -6,7 +6,7 @@ import torch
 
 from omni.tasks.classification import Classifier
 from omni.tokenizers import ImagePatchTokenizer, TrajectoryTokenizer
-from omni.training import OptimConfig, param_groups, warmup_cosine
+from omni.training import OptimConfig, make_adamw, param_groups, warmup_cosine
 from omni.transformer import TransformerConfig
 
 
@@ -69,13 +69,33 @@ def test_optimizer_uses_the_module_type_groups():
 
     class FakeTrainer:
         estimated_stepping_batches = 10
+        precision = "32-true"
 
     task._trainer = FakeTrainer()  # configure_optimizers reads the number of steps from the trainer
     opt = task.configure_optimizers()["optimizer"]
+    assert opt.defaults["fused"]  # OptimConfig.fused, on CPU
+    FakeTrainer.precision = "bf16-mixed"  # Lightning's AMP plugin cannot clip a fused optimizer's gradients
+    assert not task.configure_optimizers()["optimizer"].defaults["fused"]
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in task.named_parameters()}
     assert {names[id(p)] for p in decay["params"]} == {f"model.{n}" for n in _decayed(task.model)}
+
+
+def test_fused_adamw_makes_the_for_loop_update():
+    """OptimConfig.fused swaps the kernel, not the maths: a few steps of each end at the same weights."""
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        task = _task(weight_decay=0.1)
+        opt = make_adamw(task, OptimConfig(lr=1e-2, weight_decay=0.1, fused=fused))
+        assert bool(opt.defaults["fused"]) is fused
+        for _ in range(3):
+            opt.zero_grad()
+            task({"image": torch.randn(4, 1, 4, 4)})["logits"].square().mean().backward()
+            opt.step()
+        results.append(torch.cat([p.detach().flatten() for p in task.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
 def test_optim_config_rejects_bad_values():

@@ -3,6 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omni.dropout import dropout as omni_dropout
 from omni.transformer import Attention, Transformer, TransformerConfig
 
 
@@ -141,8 +142,8 @@ def test_mlp_dropout_drops_the_hidden_units_only_when_asked(mlp_dropout):
     out = mlp(x)
     torch.manual_seed(0)
     p = 0.5 if mlp_dropout is None else mlp_dropout
-    h = torch.nn.functional.dropout(mlp.act(mlp.fc1(x)), p, training=True)
-    ref = torch.nn.functional.dropout(mlp.fc2(h), 0.5, training=True)
+    h = omni_dropout(mlp.act(mlp.fc1(x)), p, training=True)
+    ref = omni_dropout(mlp.fc2(h), 0.5, training=True)
     torch.testing.assert_close(out, ref)
     with pytest.raises(ValueError, match="mlp_dropout"):
         TransformerConfig(dim=8, depth=1, heads=1, mlp_dropout=1.5)

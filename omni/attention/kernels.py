@@ -18,8 +18,27 @@ from einops import rearrange
 from torch import Tensor
 
 from omni.attention.plans import Plan, SparsePlan
+from omni.dropout import dropout as fast_dropout
 
-__all__ = ["attend", "flex_attention", "masked_sdpa", "safe_sdpa", "sparse_attention"]
+__all__ = ["attend", "flex_attention", "masked_sdpa", "safe_sdpa", "sdpa", "sparse_attention"]
+
+
+def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+    """``F.scaled_dot_product_attention``, except with dropout on CPU: there the weights are written out (as SDPA's
+    own math path does) and dropped with ``omni.dropout``, whose CPU mask costs a fraction of ``bernoulli_``'s.
+
+    Args:
+        q: (B, H, N, Dh); k, v: (B, H, M, Dh); attn_mask: None or bool broadcastable to (B, H, N, M), True = may
+            attend, every row allowing at least one key.
+    Returns:
+        (B, H, N, Dh)
+    """
+    if dropout == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, N, M)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return fast_dropout(scores.softmax(dim=-1), dropout) @ v
 
 
 def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 0.0) -> Tensor:
@@ -42,7 +61,7 @@ def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float = 
 def safe_sdpa(q: Tensor, k: Tensor, v: Tensor, safe_mask: Tensor, has_key: Tensor | None, dropout: float) -> Tensor:
     """SDPA on a mask already made safe (every row allows a key); ``has_key`` (.., N, 1) zeroes the rows that had
     none, None when every row had one (a plan knows this in advance)."""
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout)
+    out = sdpa(q, k, v, safe_mask, dropout)
     return out if has_key is None else out * has_key
 
 
@@ -136,7 +155,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Plan, dropout: float = 0.0) ->
     """Run attention on whichever form the mask was built in: None (all keys), a dense bool tensor, a
     ``SparsePlan`` or a FlexAttention ``BlockMask``. (B, H, N, Dh) in and out."""
     if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        return sdpa(q, k, v, None, dropout)
     if isinstance(mask, Tensor):
         return masked_sdpa(q, k, v, mask, dropout)
     if isinstance(mask, SparsePlan):

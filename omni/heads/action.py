@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omni.dropout import Dropout
+
 __all__ = ["ActionHead"]
 
 
@@ -34,7 +36,7 @@ class ActionHead(nn.Module):
         if act_dim < 1 or (discrete and act_dim < 2):
             raise ValueError(f"act_dim: expected >= {2 if discrete else 1}, got {act_dim}")
         self.act_dim, self.discrete = act_dim, discrete
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.fc = nn.Linear(dim, act_dim)
         self.register_buffer("low", -torch.ones(act_dim))
         self.register_buffer("high", torch.ones(act_dim))

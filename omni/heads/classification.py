@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omni.choices import check_choice
+from omni.dropout import Dropout
 from omni.model import ModelOutput
 
 __all__ = ["ClassificationHead", "Pool"]
@@ -35,7 +36,7 @@ class ClassificationHead(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes: expected >= 2, got {num_classes}")
         self.pool = pool
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
         nn.init.zeros_(self.fc.weight)  # start from uniform predictions (timm zero-initialises classifier heads)
         nn.init.zeros_(self.fc.bias)

@@ -48,6 +48,7 @@ class DecisionTransformer(OmniTask):
         max_timestep: int = 1000,
         state_encoder: Callable[[int], nn.Module] | None = None,
         head_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
         optim: OptimConfig | None = None,
     ) -> None:
         """
@@ -62,6 +63,7 @@ class DecisionTransformer(OmniTask):
             state_encoder: for image observations, a tokenizer given as ``class_path`` + ``init_args`` without
                 ``dim`` (``omni.tokenizers.ImagePatchTokenizer``) that turns each observation into patch tokens.
             head_dropout: dropout before the action head's linear layer.
+            embed_dropout: dropout on the token embeddings (CORL's ``embedding_dropout``, 0.1 there).
             optim: optimizer and schedule settings (CORL: AdamW, warmup, clip 0.25 via the trainer's
                 ``gradient_clip_val`` or ``optim.grad_clip``).
         """
@@ -74,6 +76,7 @@ class DecisionTransformer(OmniTask):
             max_timestep=max_timestep,
             returns=layout == "dt",
             state_encoder=state_encoder,
+            embed_dropout=embed_dropout,
         )
         super().__init__(trunk, {TRAJECTORY: tokenizer}, None, None, None, optim)
         self.save_hyperparameters()

@@ -17,6 +17,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from omni.dropout import Dropout
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
@@ -53,6 +54,7 @@ class TrajectoryTokenizer(nn.Module):
         max_timestep: int = 1000,
         returns: bool = True,
         state_encoder: Callable[[int], nn.Module] | None = None,
+        embed_dropout: float = 0.0,
     ) -> None:
         """
         Args:
@@ -66,6 +68,8 @@ class TrajectoryTokenizer(nn.Module):
             state_encoder: given ``dim``, a module mapping a batch of observations (B*K, *obs) to ``Tokens`` with
                 x (B*K, P, D) and a ``grid`` (h, w) attribute (P = h*w), e.g. ``ImagePatchTokenizer``; None embeds
                 vector states with one linear layer.
+            embed_dropout: dropout on the embeddings after the LayerNorm (CORL's ``embedding_dropout``, GPT-2's
+                ``embd_pdrop``).
         """
         super().__init__()
         for name, value in (("dim", dim), ("state_dim", state_dim), ("act_dim", act_dim)):
@@ -96,6 +100,7 @@ class TrajectoryTokenizer(nn.Module):
         self.embed_action: nn.Module = nn.Embedding(act_dim, dim) if discrete_actions else nn.Linear(act_dim, dim)
         self.embed_timestep = nn.Embedding(max_timestep, dim)
         self.embed_ln = nn.LayerNorm(dim)
+        self.embed_drop = Dropout(embed_dropout)
 
     # ------------------------------------------------------------------ token layout
     @property
@@ -212,7 +217,7 @@ class TrajectoryTokenizer(nn.Module):
         parts.append(self.embed_action(act_in)[:, :, None])
         kinds.append(ACTION)
         x = torch.cat(parts, dim=2) + time  # (B, K, T, D) in RETURN, STATE..., ACTION order
-        x = self.embed_ln(rearrange(x, "b k t d -> b (k t) d"))
+        x = self.embed_drop(self.embed_ln(rearrange(x, "b k t d -> b (k t) d")))
         per_step = len(kinds)
 
         def per_token(t: Tensor) -> Tensor:  # (B, K) -> (B, T*K), each step's value on its T tokens
