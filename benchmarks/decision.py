@@ -84,7 +84,7 @@ def fit(env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str
     targets = targets_for(env, facts)
     callback = {
         "class_path": "omni.tasks.rollouts.RolloutCallback",
-        "init_args": {"targets": targets, "test_episodes": episodes, "every_n_epochs": 3, "mode": "window"},
+        "init_args": {"targets": targets, "test_episodes": episodes, "every_n_epochs": 4, "mode": "window"},
     }
     cmd = [
         str(Path(sys.executable).with_name("omni")), "fit",
