@@ -1,7 +1,8 @@
 """The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
 ``omni viz masks --config configs/X.yaml --out masks.png``, ``omni data speech --kind digits --out DIR`` (an offline
 spoken corpus, see ``omni.data.speech_corpus``), ``omni data rl --env Hopper-v5 --out DIR`` (offline RL datasets,
-``omni.data.rl_corpus``), ``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
+``omni.data.rl_corpus``), ``omni data fusion --out DIR`` (camera + radar scenes, ``omni.data.fusion_sim``),
+``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
 ``omni transcribe --ckpt_path CKPT FILE...``.
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
@@ -158,6 +159,11 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``omni`` console command."""
     argv = list(args if args is not None else sys.argv[1:])
     if argv[:1] == ["data"]:
+        if argv[1:2] == ["fusion"]:
+            from omni.data.fusion_sim import main as fusion_corpus
+
+            fusion_corpus(argv[2:])
+            return
         if argv[1:2] == ["rl"]:
             from omni.data.rl_corpus import main as rl_corpus
 
@@ -165,7 +171,8 @@ def main(args: list[str] | None = None) -> None:
             return
         if argv[1:2] != ["speech"]:
             raise SystemExit(
-                "usage: omni data speech --kind digits|sentences --out DIR | omni data rl --env ID --out DIR"
+                "usage: omni data speech --kind digits|sentences --out DIR | omni data rl --env ID --out DIR | "
+                "omni data fusion --out DIR"
             )
         from omni.data.speech_corpus import main as speech_corpus
 
