@@ -53,21 +53,27 @@ def decode_boxes(reg: Tensor) -> Tensor:
 
 @torch.no_grad()
 def hungarian_match(
-    logits: Tensor, reg: Tensor, classes: Tensor, targets: Tensor, class_weight: float, l1_weight: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """DETR's matching for one sample: cost = class_weight · (−p(class)) + l1_weight · L1(box).
+    logits: Tensor, reg: Tensor, classes: Tensor, targets: Tensor, mask: Tensor, class_weight: float, l1_weight: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """DETR's matching, per sample: cost = class_weight · (−p(class)) + l1_weight · L1(box), minimised by
+    ``scipy.optimize.linear_sum_assignment``. The costs of the whole batch are computed at once.
 
     Args:
-        logits: (Q, C + 1); reg: (Q, 6); classes: (G,) long; targets: (G, 6) encoded boxes.
+        logits: (B, Q, C + 1); reg: (B, Q, 6); classes: (B, O) long; targets: (B, O, 6) encoded boxes;
+        mask: (B, O) bool, True where a ground-truth slot is real.
     Returns:
-        (query indices, target indices), each (min(Q, G),).
+        per sample, (query indices, slot indices) of its matched pairs, each (min(Q, real slots),).
     """
-    if len(classes) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    prob = logits.float().softmax(-1)[:, classes]  # (Q, G)
-    cost = -class_weight * prob + l1_weight * torch.cdist(reg.float(), targets.float(), p=1)
-    q, g = linear_sum_assignment(cost.cpu().numpy())
-    return q.astype(np.int64), g.astype(np.int64)
+    prob = logits.float().softmax(-1)  # (B, Q, C + 1)
+    cls_prob = torch.gather(prob, 2, classes.clamp(min=0)[:, None, :].expand(-1, prob.shape[1], -1))  # (B, Q, O)
+    cost = (-class_weight * cls_prob + l1_weight * torch.cdist(reg.float(), targets.float(), p=1)).cpu().numpy()
+    mask_np = mask.cpu().numpy()
+    out = []
+    for i in range(cost.shape[0]):
+        slots = np.flatnonzero(mask_np[i])
+        q, g = linear_sum_assignment(cost[i][:, slots])
+        out.append((q.astype(np.int64), slots[g].astype(np.int64)))
+    return out
 
 
 class FusionDetector(OmniTask):
@@ -186,18 +192,16 @@ class FusionDetector(OmniTask):
         b, q, _ = logits.shape
         target_class = torch.full((b, q), self.num_classes, dtype=torch.long, device=logits.device)
         enc = encode_boxes(targets["box"].float())  # (B, O, 6)
-        matched_pred, matched_true = [], []
-        for i in range(b):
-            real = targets["mask"][i].nonzero().squeeze(-1)
-            classes = targets["class"][i, real]
-            qi, gi = hungarian_match(logits[i], boxes[i], classes, enc[i, real], self.class_weight, self.l1_weight)
-            qi_t, gi_t = torch.from_numpy(qi).to(logits.device), torch.from_numpy(gi).to(logits.device)
-            target_class[i, qi_t] = classes[gi_t]
-            matched_pred.append(boxes[i, qi_t])
-            matched_true.append(enc[i, real][gi_t])
+        pairs = hungarian_match(
+            logits, boxes, targets["class"], enc, targets["mask"], self.class_weight, self.l1_weight
+        )
+        batch_q = torch.cat([torch.full((len(q),), i) for i, (q, _) in enumerate(pairs)]).to(logits.device)
+        query = torch.from_numpy(np.concatenate([q for q, _ in pairs])).to(logits.device)
+        slot = torch.from_numpy(np.concatenate([g for _, g in pairs])).to(logits.device)
+        target_class[batch_q, query] = targets["class"][batch_q, slot]
         ce = F.cross_entropy(rearrange(logits, "b q c -> (b q) c"), target_class.flatten(), weight=self.ce_weight)
         num = max(1, int(targets["mask"].sum()))
-        l1 = F.l1_loss(torch.cat(matched_pred), torch.cat(matched_true), reduction="sum") / num
+        l1 = F.l1_loss(boxes[batch_q, query], enc[batch_q, slot], reduction="sum") / num
         return ce, l1
 
     def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:

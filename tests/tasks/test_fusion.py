@@ -56,13 +56,17 @@ def test_box_encoding_round_trips() -> None:
 
 def test_hungarian_match_is_the_cheapest_assignment() -> None:
     g = torch.Generator().manual_seed(0)
-    logits, reg = torch.randn(5, 4, generator=g), torch.randn(5, 6, generator=g)
-    classes, targets = torch.tensor([0, 2, 1]), torch.randn(3, 6, generator=g)
-    q, t = hungarian_match(logits, reg, classes, targets, 1.0, 5.0)
-    cost = -logits.softmax(-1)[:, classes] + 5 * torch.cdist(reg, targets, p=1)
+    logits, reg = torch.randn(2, 5, 4, generator=g), torch.randn(2, 5, 6, generator=g)
+    classes, targets = torch.tensor([[0, -1, 2, 1], [-1] * 4]), torch.randn(2, 4, 6, generator=g)
+    mask = classes >= 0
+    (q, t), (q_empty, _) = hungarian_match(logits, reg, classes, targets, mask, 1.0, 5.0)
+    real = [0, 2, 3]  # slot 1 is padding
+    cost = -logits[0].softmax(-1)[:, classes[0, real]] + 5 * torch.cdist(reg[0], targets[0, real], p=1)
     best = min(sum(cost[p[j], j] for j in range(3)) for p in itertools.permutations(range(5), 3))
-    assert float(cost[torch.as_tensor(q), torch.as_tensor(t)].sum()) == pytest.approx(float(best))
-    assert len(hungarian_match(logits, reg, classes[:0], targets[:0], 1.0, 5.0)[0]) == 0
+    assert sorted(t.tolist()) == real
+    got = sum(float(cost[qi, real.index(ti)]) for qi, ti in zip(q.tolist(), t.tolist(), strict=True))
+    assert got == pytest.approx(float(best))
+    assert len(q_empty) == 0
 
 
 def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
