@@ -1,8 +1,9 @@
 """The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
-``omni viz masks --config configs/X.yaml --out masks.png``, ``omni data speech --kind digits --out DIR`` (an offline
-spoken corpus, see ``omni.data.speech_corpus``), ``omni data rl --env Hopper-v5 --out DIR`` (offline RL datasets,
-``omni.data.rl_corpus``), ``omni data fusion --out DIR`` (camera + radar scenes, ``omni.data.fusion_sim``),
-``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
+``omni viz masks --config configs/X.yaml --out masks.png``, ``omni viz scene --config configs/fusion.yaml
+--ckpt_path CKPT`` (camera + radar and a bird's-eye view, ``omni.fusion_plots``), ``omni data speech --kind digits
+--out DIR`` (an offline spoken corpus, see ``omni.data.speech_corpus``), ``omni data rl --env Hopper-v5 --out DIR``
+(offline RL datasets, ``omni.data.rl_corpus``), ``omni data fusion --out DIR`` (camera + radar scenes,
+``omni.data.fusion_sim``), ``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
 ``omni transcribe --ckpt_path CKPT FILE...``.
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
@@ -188,8 +189,15 @@ def main(args: list[str] | None = None) -> None:
 
         raise SystemExit(transcribe(argv[1:]))
     if argv[:1] == ["viz"]:
+        if argv[1:2] == ["scene"]:
+            from omni.fusion_plots import main as viz_scene
+
+            viz_scene(argv[2:])
+            return
         if argv[1:2] != ["masks"]:
-            raise SystemExit("usage: omni viz masks --config X.yaml --out masks.png")
+            raise SystemExit(
+                "usage: omni viz masks --config X.yaml --out masks.png | omni viz scene --config X.yaml --ckpt_path C"
+            )
         viz_masks(argv[2:])
         return
     OmniCLI(

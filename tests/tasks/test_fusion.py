@@ -134,4 +134,14 @@ def test_config_fits_end_to_end(name, corpus, tmp_path) -> None:
         for m in ("mAP", "mATE", "mAVE", "mAOE", "NDS"):
             assert np.isfinite(metrics[f"test/{s}/{m}"]), (s, m)
     assert any(k.startswith(f"test/{sensors[0]}/") and k.count("/") == 3 for k in metrics)  # per condition
-    assert (run / "checkpoints" / "last.ckpt").exists()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    if name == "fusion":  # the picture of a scene with the trained weights
+        out = tmp_path / "scene.png"
+        main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",
+              str(ROOT / "configs/fusion_tiny.yaml"), "--root", str(corpus), "--ckpt_path", str(ckpt), "--out",
+              str(out), "--min_score", "0"])  # fmt: skip
+        import matplotlib.image
+
+        img = matplotlib.image.imread(out)
+        assert img.shape[1] > 2 * img.shape[0]  # camera and bird's-eye view side by side
