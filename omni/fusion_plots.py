@@ -1,11 +1,9 @@
 """Pictures of one camera + radar scene: the camera image with the radar's detections projected on it, and a
-bird's-eye view of ground truth against predictions, with velocity arrows (PNG); ``omni viz scene``."""
+bird's-eye view of ground truth against predictions, with velocity arrows (PNG); drawn by ``omni viz scene``."""
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,13 +11,12 @@ import matplotlib
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.patches import Polygon
 
-from omni.data.fusion_scene import CLASSES, CONDITIONS, HALF_SIZE, RADAR_HEIGHT, project_to_image
+from omni.data.fusion_scene import CLASSES, HALF_SIZE, RADAR_HEIGHT, project_to_image
 from omni.viz import save_figure
 
-__all__ = ["main", "plot_scene"]
+__all__ = ["plot_scene"]
 
 COLORS = {"car": "tab:blue", "pedestrian": "tab:orange", "cyclist": "tab:green"}
 
@@ -90,49 +87,3 @@ def plot_scene(
     bev_ax.legend(handles=handles, fontsize=7, loc="upper right")
     bev_ax.set_title("bird's-eye view: truth (solid) vs predictions (dashed)", fontsize=9)
     return save_figure(fig, out)
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``omni viz scene --config X.yaml [--ckpt_path CKPT] --out scene.png``: one scene of the config's data, drawn
-    with a FusionDetector's predictions (the checkpoint's weights; without one, an untrained model's)."""
-    from omni.cli import OmniCLI
-
-    p = argparse.ArgumentParser(prog="omni viz scene", description=main.__doc__)
-    p.add_argument("--config", required=True, action="append", help="a fusion config of `omni fit` (repeatable)")
-    p.add_argument("--ckpt_path", default=None, help="a FusionDetector checkpoint")
-    p.add_argument("--out", default="scene.png", help="PNG to write")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="the data split")
-    p.add_argument("--sample", type=int, default=0, help="which scene of the split's first batch")
-    p.add_argument("--sensors", choices=["both", "camera", "radar"], default=None, help="default: the model's")
-    p.add_argument("--min_score", type=float, default=0.3, help="predictions below this score are not drawn")
-    p.add_argument("--root", default=None, help="the corpus folder, instead of the config's data.init_args.root")
-    a = p.parse_args(argv)
-    args = [arg for c in a.config for arg in ("--config", c)] + ["--trainer.logger", "false"]
-    if a.root:
-        args += ["--data.init_args.root", a.root]
-    cli = OmniCLI(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False, run=False,
-                  save_config_callback=None, args=args)  # fmt: skip
-    task, dm = cli.model, cli.datamodule
-    if not hasattr(task, "detections"):
-        raise ValueError(f"--config: expected a FusionDetector task, got {type(task).__name__}")
-    if a.ckpt_path:
-        state = torch.load(a.ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-        task.load_state_dict(state)
-    dm.setup("fit" if a.split != "test" else "test")
-    batch = next(iter(getattr(dm, f"{a.split}_dataloader")()))
-    task.eval()
-    with torch.no_grad():
-        score, cls, box = (t[a.sample].numpy() for t in task.detections(task(task.model_inputs(batch), a.sensors)))
-    i = a.sample
-    radar = batch["inputs"]["radar"]
-    mask = radar["mask"][i].numpy()
-    feats = radar["x"][i].numpy()[mask]
-    t = batch["targets"]
-    real = t["mask"][i].numpy()
-    camera = batch["inputs"]["camera"][i].permute(1, 2, 0).numpy() + 0.5
-    title = f"(scene {int(batch['index'][i])}, {CONDITIONS[int(batch['condition'][i])]})"
-    doppler = feats[:, 4] * 10.0  # the data module's scale
-    out = plot_scene(camera, feats[:, :2], doppler, t["class"][i].numpy()[real], t["box"][i].numpy()[real], cls, box,
-                     score, a.out, title=title, min_score=a.min_score)  # fmt: skip
-    print(f"scene: {out}")
-    return out
