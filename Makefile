@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean speech-text
+.PHONY: install demo test lint format bench clean speech-text fusion-gl
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(STAMP)
 # The sentences speech corpus reads the King James Bible from Debian's bible-kjv (public domain text).
 speech-text:
 	command -v bible >/dev/null || { apt-get update -q && apt-get install -y -q bible-kjv; }
+
+# The fusion simulator renders headless through EGL (Mesa's software driver on a CPU machine).
+fusion-gl:
+	ls /usr/lib/*/libEGL_mesa.so.0 >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q libegl1 libegl-mesa0 libgl1-mesa-dri; }
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache .ruff_cache

@@ -1,7 +1,9 @@
 """The ``omni`` command: Lightning's CLI (``omni fit|validate|test|predict --config configs/X.yaml``), plus
-``omni viz masks --config configs/X.yaml --out masks.png``, ``omni data speech --kind digits --out DIR`` (an offline
-spoken corpus, see ``omni.data.speech_corpus``), ``omni data rl --env Hopper-v5 --out DIR`` (offline RL datasets,
-``omni.data.rl_corpus``), ``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
+``omni viz masks --config configs/X.yaml --out masks.png``, ``omni viz scene --config configs/fusion.yaml
+--ckpt_path CKPT`` (camera + radar and a bird's-eye view), ``omni data speech --kind digits
+--out DIR`` (an offline spoken corpus, see ``omni.data.speech_corpus``), ``omni data rl --env Hopper-v5 --out DIR``
+(offline RL datasets, ``omni.data.rl_corpus``), ``omni data fusion --out DIR`` (camera + radar scenes,
+``omni.data.fusion_sim``), ``omni rollout --ckpt_path CKPT --target 3600`` (``omni.rollout_command``) and
 ``omni transcribe --ckpt_path CKPT FILE...``.
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
@@ -154,10 +156,64 @@ def viz_masks(argv: list[str]) -> Path:
     return out
 
 
+def viz_scene(argv: list[str]) -> Path:
+    """``omni viz scene --config X.yaml [--ckpt_path CKPT] --out scene.png``: one scene of the config's data, drawn
+    with a FusionDetector's predictions (the checkpoint's weights; without one, an untrained model's)."""
+    import argparse
+
+    from omni.data.fusion_scene import CONDITIONS
+    from omni.fusion_plots import plot_scene
+
+    p = argparse.ArgumentParser(prog="omni viz scene", description=viz_scene.__doc__)
+    p.add_argument("--config", required=True, action="append", help="a fusion config of `omni fit` (repeatable)")
+    p.add_argument("--ckpt_path", default=None, help="a FusionDetector checkpoint")
+    p.add_argument("--out", default="scene.png", help="PNG to write")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="the data split")
+    p.add_argument("--sample", type=int, default=0, help="which scene of the split's first batch")
+    p.add_argument("--sensors", choices=["both", "camera", "radar"], default=None, help="default: the model's")
+    p.add_argument("--min_score", type=float, default=0.3, help="predictions below this score are not drawn")
+    p.add_argument("--root", default=None, help="the corpus folder, instead of the config's data.init_args.root")
+    a = p.parse_args(argv)
+    args = [arg for c in a.config for arg in ("--config", c)] + ["--trainer.logger", "false"]
+    if a.root:
+        args += ["--data.init_args.root", a.root]
+    cli = OmniCLI(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False, run=False,
+                  save_config_callback=None, args=args)  # fmt: skip
+    task, dm = cli.model, cli.datamodule
+    if not hasattr(task, "detections"):
+        raise ValueError(f"--config: expected a FusionDetector task, got {type(task).__name__}")
+    if a.ckpt_path:
+        state = torch.load(a.ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+        task.load_state_dict(state)
+    dm.setup("fit" if a.split != "test" else "test")
+    batch = next(iter(getattr(dm, f"{a.split}_dataloader")()))
+    task.eval()
+    with torch.no_grad():
+        score, cls, box = (t[a.sample].numpy() for t in task.detections(task(task.model_inputs(batch), a.sensors)))
+    i = a.sample
+    radar = batch["inputs"]["radar"]
+    mask = radar["mask"][i].numpy()
+    feats = radar["x"][i].numpy()[mask]
+    t = batch["targets"]
+    real = t["mask"][i].numpy()
+    camera = batch["inputs"]["camera"][i].permute(1, 2, 0).numpy() + 0.5
+    title = f"(scene {int(batch['index'][i])}, {CONDITIONS[int(batch['condition'][i])]})"
+    doppler = feats[:, 4] * 10.0  # the data module's scale
+    out = plot_scene(camera, feats[:, :2], doppler, t["class"][i].numpy()[real], t["box"][i].numpy()[real], cls, box,
+                     score, a.out, title=title, min_score=a.min_score)  # fmt: skip
+    print(f"scene: {out}")
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``omni`` console command."""
     argv = list(args if args is not None else sys.argv[1:])
     if argv[:1] == ["data"]:
+        if argv[1:2] == ["fusion"]:
+            from omni.data.fusion_sim import main as fusion_corpus
+
+            fusion_corpus(argv[2:])
+            return
         if argv[1:2] == ["rl"]:
             from omni.data.rl_corpus import main as rl_corpus
 
@@ -165,7 +221,8 @@ def main(args: list[str] | None = None) -> None:
             return
         if argv[1:2] != ["speech"]:
             raise SystemExit(
-                "usage: omni data speech --kind digits|sentences --out DIR | omni data rl --env ID --out DIR"
+                "usage: omni data speech --kind digits|sentences --out DIR | omni data rl --env ID --out DIR | "
+                "omni data fusion --out DIR"
             )
         from omni.data.speech_corpus import main as speech_corpus
 
@@ -181,8 +238,13 @@ def main(args: list[str] | None = None) -> None:
 
         raise SystemExit(transcribe(argv[1:]))
     if argv[:1] == ["viz"]:
+        if argv[1:2] == ["scene"]:
+            viz_scene(argv[2:])
+            return
         if argv[1:2] != ["masks"]:
-            raise SystemExit("usage: omni viz masks --config X.yaml --out masks.png")
+            raise SystemExit(
+                "usage: omni viz masks --config X.yaml --out masks.png | omni viz scene --config X.yaml --ckpt_path C"
+            )
         viz_masks(argv[2:])
         return
     OmniCLI(

@@ -3,6 +3,7 @@
 - ``DigitsDataModule``: scikit-learn's bundled 8×8 handwritten digits (offline; the default task).
 - ``TorchvisionDataModule``: CIFAR-10/100, MNIST, Fashion-MNIST through ``torchvision.datasets``.
 - ``ImageFolderDataModule``: a user's own folder of images, one subfolder per class.
+- ``FusionDataModule``: the simulated camera + radar driving corpus (``omni data fusion``), streamed by shard.
 - ``SyntheticFusionDataModule``: offline camera + radar + ego scenes (a toy for masks and fusion).
 - ``ToySequenceDataModule``: random symbol sequences to copy or reverse (offline; the seq2seq toy).
 - ``ManifestDataModule``: speech from NeMo-style JSON-lines manifests (``omni data speech`` writes them); built on
@@ -20,6 +21,7 @@ from omni.data.base import OmniDataModule
 from omni.data.buckets import DurationBucketSampler
 from omni.data.digits import DigitsDataModule, digits_splits
 from omni.data.episodes import Episodes
+from omni.data.fusion import FusionDataModule
 from omni.data.fusion_toy import SyntheticFusionDataModule
 from omni.data.image_folder import ImageFolderDataModule
 from omni.data.rl_readers import load_d4rl_hdf5, load_episodes, load_minari
@@ -34,6 +36,7 @@ __all__ = [
     "DigitsDataModule",
     "DurationBucketSampler",
     "Episodes",
+    "FusionDataModule",
     "ImageAugment",
     "ImageFolderDataModule",
     "LibriSpeechDataModule",

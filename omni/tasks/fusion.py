@@ -1,0 +1,293 @@
+"""Camera + radar object detection with velocities: camera patches, radar points, an ego token and N object
+queries in one sequence; DETR's set loss on the queries' outputs.
+
+Shape legend
+    B batch   Q object queries   O ground-truth slots   C classes (+ 1 "no object")   D width   L trunk layers
+
+Batches are ``omni.data.fusion.FusionDataModule``'s: ``inputs`` {camera, radar, ego}, ``targets`` {class (B, O),
+box (B, O, 5) = (x, y, vx, vy, yaw), mask (B, O)}, ``condition`` (B,). Each query predicts class logits (B, Q, C + 1)
+and a box (B, Q, 6) = (x / 10 m, y / 10 m, vx / 5 m/s, vy / 5 m/s, sin yaw, cos yaw).
+
+A sensor is removed by masking its tokens out (their ``pad`` set False), so shapes never change: per sample while
+training (**modality dropout**) and for the whole batch at evaluation (``eval_sensors``: ``both``, ``camera`` or
+``radar``). Validation and test log mAP, mATE, mAVE, mAOE and NDS (``omni.detection_metrics``) per sensor set and
+per condition: ``val/both/NDS``, ``test/radar/fog/mAP``...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from omni.data.fusion_scene import CLASSES, CONDITIONS
+from omni.detection_metrics import DetectionAccumulator
+from omni.training import OmniTask, OptimConfig, Stage
+from omni.transformer import TransformerConfig
+
+__all__ = ["BOX_SCALE", "FusionDetector", "SensorSet", "decode_boxes", "encode_boxes", "hungarian_match"]
+
+SensorSet = Literal["both", "camera", "radar"]
+CAMERA, RADAR, QUERIES = "camera", "radar", "queries"
+BOX_SCALE = (10.0, 10.0, 5.0, 5.0)  # x, y (m) and vx, vy (m/s) are predicted in these units
+
+
+def encode_boxes(box: Tensor) -> Tensor:
+    """(..., 5) (x, y, vx, vy, yaw) -> (..., 6) regression targets (scaled x, y, vx, vy, sin yaw, cos yaw)."""
+    scale = box.new_tensor(BOX_SCALE)
+    return torch.cat([box[..., :4] / scale, box[..., 4:].sin(), box[..., 4:].cos()], dim=-1)
+
+
+def decode_boxes(reg: Tensor) -> Tensor:
+    """(..., 6) regression outputs -> (..., 5) (x, y, vx, vy, yaw)."""
+    scale = reg.new_tensor(BOX_SCALE)
+    return torch.cat([reg[..., :4] * scale, torch.atan2(reg[..., 4:5], reg[..., 5:6])], dim=-1)
+
+
+@torch.no_grad()
+def hungarian_match(
+    logits: Tensor, reg: Tensor, classes: Tensor, targets: Tensor, mask: Tensor, class_weight: float, l1_weight: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """DETR's matching, per sample: cost = class_weight · (−p(class)) + l1_weight · L1(box), minimised by
+    ``scipy.optimize.linear_sum_assignment``. The costs of the whole batch are computed at once.
+
+    Args:
+        logits: (B, Q, C + 1); reg: (B, Q, 6); classes: (B, O) long; targets: (B, O, 6) encoded boxes;
+        mask: (B, O) bool, True where a ground-truth slot is real.
+    Returns:
+        per sample, (query indices, slot indices) of its matched pairs, each (min(Q, real slots),).
+    """
+    prob = logits.float().softmax(-1)  # (B, Q, C + 1)
+    cls_prob = torch.gather(prob, 2, classes.clamp(min=0)[:, None, :].expand(-1, prob.shape[1], -1))  # (B, Q, O)
+    cost = (-class_weight * cls_prob + l1_weight * torch.cdist(reg.float(), targets.float(), p=1)).cpu().numpy()
+    mask_np = mask.cpu().numpy()
+    out = []
+    for i in range(cost.shape[0]):
+        slots = np.flatnonzero(mask_np[i])
+        q, g = linear_sum_assignment(cost[i][:, slots])
+        out.append((q.astype(np.int64), slots[g].astype(np.int64)))
+    return out
+
+
+def _reference_grid(num_queries: int) -> Tensor:
+    """(Q, 2) starting reference points, in box units (x / 10 m, y / 10 m): a range x azimuth grid ahead."""
+    rows = max(1, round(math.sqrt(num_queries)))
+    cols = -(-num_queries // rows)
+    ranges = torch.linspace(5.0, 50.0, rows)
+    azimuths = torch.linspace(-0.6, 0.6, cols)
+    grid = torch.stack(torch.meshgrid(ranges, azimuths, indexing="ij"), dim=-1).reshape(-1, 2)[:num_queries]
+    xy = torch.stack([grid[:, 0] * torch.cos(grid[:, 1]), grid[:, 0] * torch.sin(grid[:, 1])], dim=-1)
+    return xy / torch.tensor(BOX_SCALE[:2])
+
+
+class FusionDetector(OmniTask):
+    """DETR-style detection from any of camera, radar and ego tokens, with modality dropout."""
+
+    monitor, monitor_mode, agree_with_data = "val/NDS", "max", ("num_classes",)
+
+    def __init__(
+        self,
+        trunk: TransformerConfig,
+        tokenizers: dict[str, Callable[[int], nn.Module]],
+        num_queries: int = 16,
+        num_classes: int = len(CLASSES),
+        class_weight: float = 1.0,
+        l1_weight: float = 5.0,
+        eos_coef: float = 0.1,
+        aux_loss: bool = True,
+        modality_dropout: float = 0.0,
+        eval_sensors: list[SensorSet] | None = None,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        """
+        Args:
+            trunk: the transformer's sizes and per-layer masks (``local`` in early layers, ``full`` later).
+            tokenizers: {name: tokenizer} of ``camera``, ``radar`` and ``ego`` (any subset), each as ``class_path`` +
+                ``init_args`` without ``dim``.
+            num_queries: Q learnable object queries (global tokens: they attend to everything).
+            num_classes: object classes C; a further "no object" class is added.
+            class_weight: weight of the class term in the matching cost and the loss (DETR: 1).
+            l1_weight: weight of the L1 box term in the matching cost and the loss (DETR: 5).
+            eos_coef: cross-entropy weight of the "no object" class (DETR: 0.1).
+            aux_loss: add the same loss on every earlier layer's queries (through the shared heads).
+            modality_dropout: while training, the chance per sample that the camera's tokens are masked out, and
+                (separately, never both) that the radar's are; needs both sensors.
+            eval_sensors: sensor sets evaluated at validation and test; the first one picks the best checkpoint.
+                Default: ``both``, ``camera`` and ``radar`` for a model that has both, else the one it has.
+            optim: optimizer and schedule settings.
+        """
+        if not 0.0 <= modality_dropout <= 0.5:
+            raise ValueError(f"modality_dropout: expected a probability in [0, 0.5], got {modality_dropout}")
+        super().__init__(trunk, tokenizers, None, {QUERIES: num_queries}, None, optim)
+        self.save_hyperparameters()
+        have = [s for s in (CAMERA, RADAR) if s in self.model.tokenizers]
+        if not have:
+            raise ValueError(f"tokenizers: expected a camera or a radar tokenizer, got {sorted(tokenizers)}")
+        if modality_dropout and len(have) < 2:
+            raise ValueError("modality_dropout: needs both a camera and a radar tokenizer")
+        default: list[SensorSet] = ["both", CAMERA, RADAR] if len(have) == 2 else [have[0]]  # type: ignore[list-item]
+        self.eval_sensors: list[SensorSet] = list(eval_sensors or default)
+        for s in self.eval_sensors:
+            if s not in ("both", *have) or (s == "both" and len(have) < 2):
+                raise ValueError(f"eval_sensors: {s!r} needs sensors this model lacks (it has {have})")
+        self.num_classes, self.num_queries = num_classes, num_queries
+        self.class_weight, self.l1_weight, self.eos_coef = class_weight, l1_weight, eos_coef
+        self.aux_loss, self.modality_dropout = aux_loss, modality_dropout
+        dim = self.model.dim
+        self.class_head = nn.Linear(dim, num_classes + 1)
+        # Each query owns a learnable BEV reference point and regresses its centre as an offset from it (the
+        # anchors of Anchor DETR / Deformable DETR's reference points: set prediction converges far sooner).
+        # Start: a range x azimuth grid over the sensors' field of view (5-50 m, ±35°), in the box units.
+        self.reference = nn.Parameter(_reference_grid(num_queries))
+        self.box_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 6))
+        weight = torch.ones(num_classes + 1)
+        weight[-1] = eos_coef
+        self.register_buffer("ce_weight", weight, persistent=False)
+        self.accumulator = DetectionAccumulator(num_classes)
+        self.sensors: SensorSet = self.eval_sensors[0]  # what ``forward`` uses outside training
+
+    # ------------------------------------------------------------------ the model
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch's ``inputs`` this model has tokenizers for."""
+        return {k: v for k, v in batch["inputs"].items() if k in self.model.tokenizers}
+
+    def _dropped(self, batch: int, device: torch.device, sensors: SensorSet | None) -> dict[str, Tensor]:
+        """{sensor: (B,) bool, True where its tokens are masked out}."""
+        if sensors is not None:
+            return {s: torch.full((batch,), sensors not in ("both", s), device=device) for s in (CAMERA, RADAR)}
+        u = torch.rand(batch, device=device)
+        p = self.modality_dropout
+        return {CAMERA: u < p, RADAR: (u >= p) & (u < 2 * p)}
+
+    def forward(self, inputs: Mapping[str, Any], sensors: SensorSet | None = None) -> dict[str, Any]:
+        """Inputs -> {"logits": (B, Q, C + 1), "boxes": (B, Q, 6), "aux": [(logits, boxes)] of earlier layers}.
+
+        ``sensors``: which sensors the model may see (``both`` / ``camera`` / ``radar``); None while training draws
+        modality dropout per sample, and outside training uses ``self.sensors``.
+        """
+        if sensors is None and not self.training:
+            sensors = self.sensors
+        tokens, spans = self.model.tokenize(inputs)
+        drop = self._dropped(tokens.batch_size, tokens.x.device, sensors)
+        pad = tokens.pad.clone()
+        for name, dropped in drop.items():
+            if name in spans:
+                pad[:, spans[name]] &= ~dropped[:, None]
+        hidden: list[Tensor] = []
+        hooks = []
+        if self.aux_loss and self.training:
+            blocks = self.model.trunk.blocks
+            hooks = [b.register_forward_hook(lambda _m, _i, out: hidden.append(out)) for b in list(blocks)[:-1]]
+        try:
+            mixed = self.model.mix(tokens.replace(pad=pad))
+        finally:
+            for h in hooks:
+                h.remove()
+        q = spans[QUERIES]
+        logits, boxes = self._heads(mixed.x[:, q])
+        aux = [self._heads(self.model.trunk.norm(h[:, q])) for h in hidden]
+        return {"logits": logits, "boxes": boxes, "aux": aux}
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, Q, D) query outputs -> class logits (B, Q, C + 1), boxes (B, Q, 6): centre = the query's reference
+        point + an offset, a unit (sin, cos)."""
+        reg = self.box_head(x)
+        yaw = F.normalize(reg[..., 4:], dim=-1, eps=1e-6)
+        centre = self.reference.to(reg.dtype) + reg[..., :2]
+        return self.class_head(x), torch.cat([centre, reg[..., 2:4], yaw], dim=-1)
+
+    # ------------------------------------------------------------------ the set loss
+    def set_loss(self, logits: Tensor, boxes: Tensor, targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(cross-entropy over all queries, L1 over matched boxes per ground-truth object)."""
+        b, q, _ = logits.shape
+        target_class = torch.full((b, q), self.num_classes, dtype=torch.long, device=logits.device)
+        enc = encode_boxes(targets["box"].float())  # (B, O, 6)
+        pairs = hungarian_match(
+            logits, boxes, targets["class"], enc, targets["mask"], self.class_weight, self.l1_weight
+        )
+        batch_q = torch.cat([torch.full((len(q),), i) for i, (q, _) in enumerate(pairs)]).to(logits.device)
+        query = torch.from_numpy(np.concatenate([q for q, _ in pairs])).to(logits.device)
+        slot = torch.from_numpy(np.concatenate([g for _, g in pairs])).to(logits.device)
+        target_class[batch_q, query] = targets["class"][batch_q, slot]
+        ce = F.cross_entropy(rearrange(logits, "b q c -> (b q) c"), target_class.flatten(), weight=self.ce_weight)
+        num = max(1, int(targets["mask"].sum()))
+        l1 = F.l1_loss(boxes[batch_q, query], enc[batch_q, slot], reduction="sum") / num
+        return ce, l1
+
+    def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:
+        ce, l1 = self.set_loss(outputs["logits"], outputs["boxes"], batch["targets"])
+        total = self.class_weight * ce + self.l1_weight * l1
+        for logits, boxes in outputs["aux"]:
+            a_ce, a_l1 = self.set_loss(logits, boxes, batch["targets"])
+            total = total + self.class_weight * a_ce + self.l1_weight * a_l1
+        return {"loss": total, "ce": ce, "l1": l1}
+
+    # ------------------------------------------------------------------ evaluation per sensor set and condition
+    def step(self, batch: Any, stage: Stage) -> Tensor:
+        if stage == "train":
+            return super().step(batch, stage)
+        inputs = self.model_inputs(batch)
+        first = None
+        for sensors in self.eval_sensors:
+            outputs = self(inputs, sensors=sensors)
+            if first is None:
+                first = self.loss(outputs, batch, stage)
+            self._accumulate(sensors, outputs, batch)
+        assert first is not None
+        size = self.batch_size_of(inputs)
+        for name, value in first.items():
+            self.log(f"{stage}/{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=size)
+        return first["loss"]
+
+    def detections(self, outputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per query: score (B, Q) and class (B, Q) of the best real class, box (B, Q, 5) in metres."""
+        probs = outputs["logits"].float().softmax(-1)[..., : self.num_classes]
+        score, cls = probs.max(-1)
+        return score, cls, decode_boxes(outputs["boxes"].float())
+
+    def _accumulate(self, sensors: str, outputs: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
+        score, cls, box = (t.cpu().numpy() for t in self.detections(outputs))
+        t = batch["targets"]
+        mask, gt_cls, gt_box = t["mask"].cpu().numpy(), t["class"].cpu().numpy(), t["box"].float().cpu().numpy()
+        for i, cond in enumerate(batch["condition"].tolist()):
+            pred = {"class": cls[i], "score": score[i], "box": box[i]}
+            gt = {"class": gt_cls[i][mask[i]], "box": gt_box[i][mask[i]]}
+            self.accumulator.add(sensors, pred, gt)
+            self.accumulator.add(f"{sensors}/{CONDITIONS[cond]}", pred, gt)
+
+    def _log_detection(self, stage: Stage) -> None:
+        acc = self.accumulator
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (acc.preds, acc.gts))
+            acc.reset()
+            for preds, gts in gathered:
+                for key in preds:
+                    for p, g in zip(preds[key], gts[key], strict=True):
+                        acc.add(key, p, g)
+        for key in acc.keys():
+            for name, value in acc.compute(key).items():
+                if not name.startswith("AP_") and not math.isnan(value):
+                    self.log(f"{stage}/{key}/{name}", value, sync_dist=False)
+        main = acc.compute(self.eval_sensors[0]) if acc.keys() else {}
+        if "NDS" in main:
+            self.log(f"{stage}/NDS", main["NDS"], prog_bar=True)
+            self.log(f"{stage}/mAP", main["mAP"], prog_bar=True)
+        acc.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_detection("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_detection("test")
+
+    def predict(self, outputs: dict[str, Any], batch: Any) -> dict[str, Tensor]:
+        score, cls, box = self.detections(outputs)
+        return {"score": score, "class": cls, "box": box}

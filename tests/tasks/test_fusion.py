@@ -1,0 +1,147 @@
+"""The camera + radar detector: its set loss, sensor masking equal to leaving a sensor out, and every fusion config
+end to end through ``omni fit`` on a tiny simulated corpus."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omni.cli import main
+from omni.data.fusion import FusionDataModule
+from omni.data.fusion_sim import FusionCorpusSpec, build_fusion_corpus
+from omni.tasks.fusion import FusionDetector, decode_boxes, encode_boxes, hungarian_match
+from omni.tokenizers import ImagePatchTokenizer, SensorTokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fusion_corpus")
+    build_fusion_corpus(out, FusionCorpusSpec(scenes=24, seed=0, shard_size=8), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(corpus) -> dict:
+    dm = FusionDataModule(str(corpus), batch_size=6)
+    dm.setup("fit")
+    return next(iter(dm.val_dataloader()))
+
+
+def detector(**kwargs) -> FusionDetector:
+    torch.manual_seed(0)
+    tokenizers = {
+        "camera": lambda d: ImagePatchTokenizer(d, patch_size=16, img_size=(64, 128), pos_embed="sincos"),
+        "radar": lambda d: SensorTokenizer(d, in_features=6, name="radar"),
+        "ego": lambda d: SensorTokenizer(d, in_features=2, mode="vector", name="ego"),
+    }
+    trunk = {
+        "dim": 16, "depth": 2, "heads": 2, "masks": ["local", "global"],
+        "mask_defs": {"local": "local(radius={'camera': 1, 'radar': [5.0, 5.0]}) | global_tokens(modalities=['ego'])",
+                      "global": "full"},
+    }  # fmt: skip
+    return FusionDetector(trunk=trunk, tokenizers=tokenizers, num_queries=4, **kwargs)
+
+
+def test_box_encoding_round_trips() -> None:
+    box = torch.tensor([[12.0, -3.0, 4.0, 0.5, 2.5], [40.0, 7.0, -1.0, 0.0, -3.0]])
+    torch.testing.assert_close(decode_boxes(encode_boxes(box)), box)
+
+
+def test_hungarian_match_is_the_cheapest_assignment() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits, reg = torch.randn(2, 5, 4, generator=g), torch.randn(2, 5, 6, generator=g)
+    classes, targets = torch.tensor([[0, -1, 2, 1], [-1] * 4]), torch.randn(2, 4, 6, generator=g)
+    mask = classes >= 0
+    (q, t), (q_empty, _) = hungarian_match(logits, reg, classes, targets, mask, 1.0, 5.0)
+    real = [0, 2, 3]  # slot 1 is padding
+    cost = -logits[0].softmax(-1)[:, classes[0, real]] + 5 * torch.cdist(reg[0], targets[0, real], p=1)
+    best = min(sum(cost[p[j], j] for j in range(3)) for p in itertools.permutations(range(5), 3))
+    assert sorted(t.tolist()) == real
+    got = sum(float(cost[qi, real.index(ti)]) for qi, ti in zip(q.tolist(), t.tolist(), strict=True))
+    assert got == pytest.approx(float(best))
+    assert len(q_empty) == 0
+
+
+def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
+    model = detector()
+    targets = {
+        "class": torch.tensor([[1, -1], [-1, -1]]),
+        "box": torch.tensor([[[10.0, 2.0, 1.0, 0.0, 0.3], [0.0] * 5], [[0.0] * 5] * 2]),
+        "mask": torch.tensor([[True, False], [False, False]]),
+    }
+    boxes = torch.zeros(2, 4, 6)
+    boxes[0, 2] = encode_boxes(targets["box"][0, 0])
+    logits = torch.full((2, 4, 4), -10.0)
+    logits[..., 3] = 10.0  # "no object" everywhere ...
+    logits[0, 2, 1], logits[0, 2, 3] = 10.0, -10.0  # ... but query 2 of scene 0 is the object
+    ce, l1 = model.set_loss(logits, boxes, targets)
+    assert float(l1) == pytest.approx(0.0, abs=1e-6) and float(ce) < 1e-3
+
+
+def test_masking_a_sensor_equals_leaving_it_out(batch) -> None:
+    """Modality dropout masks tokens out rather than removing them: the queries' outputs must be those of a
+    forward without that sensor's tokens at all."""
+    model = detector().eval()
+    inputs = model.model_inputs(batch)
+    with torch.no_grad():
+        masked = model(inputs, sensors="camera")
+        absent = model({k: v for k, v in inputs.items() if k != "radar"}, sensors="camera")
+        torch.testing.assert_close(masked["boxes"], absent["boxes"])
+        torch.testing.assert_close(masked["logits"], absent["logits"])
+        masked = model(inputs, sensors="radar")
+        absent = model({k: v for k, v in inputs.items() if k != "camera"}, sensors="radar")
+        torch.testing.assert_close(masked["boxes"], absent["boxes"])
+        both = model(inputs, sensors="both")
+        assert not torch.allclose(both["boxes"], masked["boxes"])
+
+
+def test_modality_dropout_draws_per_sample_never_both() -> None:
+    model = detector(modality_dropout=0.3).train()
+    drop = model._dropped(10_000, torch.device("cpu"), None)
+    assert not (drop["camera"] & drop["radar"]).any()
+    assert drop["camera"].float().mean() == pytest.approx(0.3, abs=0.02)
+    assert drop["radar"].float().mean() == pytest.approx(0.3, abs=0.02)
+    with pytest.raises(ValueError, match="eval_sensors"):
+        detector(eval_sensors=["lidar"])
+
+
+def test_training_step_with_aux_losses_backpropagates(batch) -> None:
+    model = detector(aux_loss=True, modality_dropout=0.2).train()
+    out = model(model.model_inputs(batch))
+    assert len(out["aux"]) == 1 and out["logits"].shape == (6, 4, 4) and out["boxes"].shape == (6, 4, 6)
+    loss = model.loss(out, batch, "train")["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.class_head.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["fusion", "fusion_camera", "fusion_radar"])
+def test_config_fits_end_to_end(name, corpus, tmp_path) -> None:
+    args = ["fit", "--config", str(ROOT / f"configs/{name}.yaml"), "--config", str(ROOT / f"configs/{name}_tiny.yaml"),
+            "--data.init_args.root", str(corpus), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    main(args)
+    run = tmp_path / f"{name}_tiny" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    sensors = {"fusion": ["both", "camera", "radar"], "fusion_camera": ["camera"], "fusion_radar": ["radar"]}[name]
+    for s in sensors:
+        for m in ("mAP", "mATE", "mAVE", "mAOE", "NDS"):
+            assert np.isfinite(metrics[f"test/{s}/{m}"]), (s, m)
+    assert any(k.startswith(f"test/{sensors[0]}/") and k.count("/") == 3 for k in metrics)  # per condition
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    if name == "fusion":  # the picture of a scene with the trained weights
+        out = tmp_path / "scene.png"
+        main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",
+              str(ROOT / "configs/fusion_tiny.yaml"), "--root", str(corpus), "--ckpt_path", str(ckpt), "--out",
+              str(out), "--min_score", "0"])  # fmt: skip
+        import matplotlib.image
+
+        img = matplotlib.image.imread(out)
+        assert img.shape[1] > 2 * img.shape[0]  # camera and bird's-eye view side by side
