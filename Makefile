@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint fusion-gl
 	$(VENV)/bin/pytest -n 2 --dist loadfile -q
 
 format: $(STAMP)
