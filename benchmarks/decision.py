@@ -113,6 +113,7 @@ def fit(env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str
 
 def conditioning(run_dirs: list[str], facts: dict[str, Any], episodes: int) -> dict[str, Any]:
     """Achieved return at three targets between the dataset's median and max, averaged over the given runs."""
+    from omni.checkpoints import load_task
     from omni.rollout import rollout
     from omni.tasks.decision import DecisionTransformer
 
@@ -120,9 +121,7 @@ def conditioning(run_dirs: list[str], facts: dict[str, Any], episodes: int) -> d
     targets = [round(lo), round((lo + hi) / 2), round(hi)]
     achieved = []
     for run in run_dirs:
-        task = DecisionTransformer.load_from_checkpoint(
-            ROOT / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
-        )
+        task = load_task(DecisionTransformer, ROOT / run / "checkpoints" / "last.ckpt")
         result = rollout(task, targets, episodes, mode="window", seed=10_000)
         achieved.append([result.by_target()[float(t)]["return"] for t in targets])
     mean = np.mean(achieved, axis=0)

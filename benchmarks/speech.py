@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
+from omni.checkpoints import load_task  # noqa: E402
 from omni.tasks.speech import DECODERS, SpeechRecognizer  # noqa: E402
 from omni.transcribe import load_audio, transcribe_files  # noqa: E402
 
@@ -142,7 +143,7 @@ def main() -> None:
     name = f"bench_{Path(a.config).stem}"
     wall, test_wall, run_dir, ckpt = train_and_test(a.config, name, a.extra)
     metrics = json.loads((ROOT / run_dir / "metrics.json").read_text())["metrics"]
-    task = SpeechRecognizer.load_from_checkpoint(ROOT / ckpt, map_location="cpu", weights_only=False).eval()
+    task = load_task(SpeechRecognizer, ROOT / ckpt).eval()
     test = manifests(a.config)["test"]
     rtf, seconds = real_time_factors(task, test, a.rtf_utterances)
     silence = silence_outputs(task)

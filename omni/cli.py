@@ -41,6 +41,23 @@ class OmniCLI(LightningCLI):
             "`last` (the end of training: steadier where the validation split is small and the schedule anneals).",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Lightning's parsing, then: checkpoints named by ``--ckpt_path`` load with ``weights_only=True`` unless the
+        command says otherwise, and a missing, corrupt or code-carrying one is refused with one ``ValueError`` naming
+        it before anything reads it (``omni.checkpoints``)."""
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        config = self.config.get(sub) if sub else None
+        if config is None or "weights_only" not in config:
+            return
+        if config["weights_only"] is None:
+            config["weights_only"] = True
+        ckpt = config.get("ckpt_path")
+        if config["weights_only"] and ckpt and ckpt not in ("best", "last", "hpc", "registry"):
+            from omni.checkpoints import load_checkpoint
+
+            load_checkpoint(ckpt)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, plus omni's defaults where the config names none of their kind: ``best`` and
         ``last`` checkpoints (best by the task's ``monitor``) and Rich's progress bar."""
@@ -72,7 +89,9 @@ class OmniCLI(LightningCLI):
         has_test = callable(getattr(self.datamodule, "test_dataloader", None))
         if has_test:
             which = self.config.get(self.subcommand, {}).get("test_checkpoint", "best")
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self._checkpoint(which))
+            self.trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path=self._checkpoint(which), weights_only=True
+            )
         self._report()
 
     def _checkpoint(self, which: str) -> str | None:
@@ -161,6 +180,7 @@ def viz_scene(argv: list[str]) -> Path:
     with a FusionDetector's predictions (the checkpoint's weights; without one, an untrained model's)."""
     import argparse
 
+    from omni.checkpoints import load_checkpoint
     from omni.data.fusion_scene import CONDITIONS
     from omni.fusion_plots import plot_scene
 
@@ -183,7 +203,7 @@ def viz_scene(argv: list[str]) -> Path:
     if not hasattr(task, "detections"):
         raise ValueError(f"--config: expected a FusionDetector task, got {type(task).__name__}")
     if a.ckpt_path:
-        state = torch.load(a.ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(a.ckpt_path)["state_dict"]
         task.load_state_dict(state)
     dm.setup("fit" if a.split != "test" else "test")
     batch = next(iter(getattr(dm, f"{a.split}_dataloader")()))

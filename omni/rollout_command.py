@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
+    from omni.checkpoints import load_task
     from omni.rl_plots import plot_return_conditioning
     from omni.tasks.decision import DecisionTransformer
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not ckpt.is_file():
         raise ValueError(f"--ckpt_path: expected a checkpoint file, found none at {ckpt}")
     targets = [parse_target(t) for t in (a.target or [])]
-    task = DecisionTransformer.load_from_checkpoint(ckpt, map_location=a.device, weights_only=False)
+    task = load_task(DecisionTransformer, ckpt, map_location=a.device)
     if not targets:
         stats = task.rl.get("return_stats") or {}
         if "max" not in stats:

@@ -94,6 +94,7 @@ def transcribe_files(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry of ``omni transcribe``; returns the exit status (1 if any file failed)."""
+    from omni.checkpoints import load_task
     from omni.tasks.speech import DECODERS, SpeechRecognizer
 
     p = argparse.ArgumentParser(prog="omni transcribe", description=__doc__.split("\n\n")[0])
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--window: expected at least 0.02 seconds, got {a.window}")
     if not Path(a.ckpt_path).is_file():
         raise SystemExit(f"--ckpt_path: expected a checkpoint file, found none at {a.ckpt_path}")
-    task = SpeechRecognizer.load_from_checkpoint(a.ckpt_path, map_location=a.device, weights_only=False)
+    task = load_task(SpeechRecognizer, a.ckpt_path, map_location=a.device)
     task.eval()
     if a.decoder:
         task.decoder_name = a.decoder
