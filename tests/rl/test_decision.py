@@ -59,7 +59,7 @@ def test_fit_through_the_cli_then_rollout_from_the_checkpoint(tmp_path, hopper_e
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert {"test/loss", "test/score", "test/score_50", "test/score_20"} <= set(metrics)
 
-    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     mean, std = hopper_episodes.state_stats()
     torch.testing.assert_close(ckpt["state_dict"]["state_mean"], torch.as_tensor(mean, dtype=torch.float32))
     torch.testing.assert_close(ckpt["state_dict"]["state_std"], torch.as_tensor(std, dtype=torch.float32))
