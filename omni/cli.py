@@ -248,6 +248,11 @@ def main(args: list[str] | None = None) -> None:
 
         speech_corpus(argv[2:])
         return
+    if argv[:1] == ["export"]:
+        from omni.export import main as export_command
+
+        export_command(argv[1:])
+        return
     if argv[:1] == ["rollout"]:
         from omni.rollout_command import main as rollout_command
 

@@ -14,3 +14,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def export_round_trip(tmp_path_factory: pytest.TempPathFactory):
+    """``check(ckpt, run)``: ``omni export`` the checkpoint, ``omni.load`` it back, and assert that ``run(task)`` (a
+    tensor) is identical for the checkpoint's task and the exported one; returns the exported task."""
+    import torch
+
+    from omni.checkpoints import load_task
+    from omni.cli import main
+    from omni.export import load
+
+    def check(ckpt, run):
+        out = tmp_path_factory.mktemp("exported")
+        main(["export", "--ckpt_path", str(ckpt), "--out", str(out)])
+        assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.safetensors"]
+        exported = load(out)
+        original = load_task(type(exported), ckpt).eval()
+        with torch.no_grad():
+            torch.manual_seed(0)
+            expected = run(original)
+            torch.manual_seed(0)
+            got = run(exported)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        return exported
+
+    return check

@@ -65,7 +65,7 @@ def test_a_plain_fit_prints_no_warning_that_omni_causes(tmp_path):
         assert bad not in log, f"{bad!r} in:\n{log[-3000:]}"
 
 
-def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, capsys):
+def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, capsys, export_round_trip):
     main(
         [
             "fit",
@@ -95,6 +95,8 @@ def test_fit_fills_the_run_directory_and_test_reproduces_its_metrics(tmp_path, c
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"]["init_args"]["trunk"]["dim"] == 32  # the resolved config, defaults filled in
     assert resolved["model"]["init_args"]["trunk"]["norm"] == "layernorm"
+    images = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    export_round_trip(run / "checkpoints/last.ckpt", lambda t: t(t.model_inputs({"image": images}))["logits"])
 
     # `omni test` on the saved last checkpoint gives the same accuracy as the test after fit.
     main(

@@ -41,7 +41,7 @@ def window(b: int = 2, s: int = 11, a: int = 3) -> dict:
     }
 
 
-def test_fit_through_the_cli_then_rollout_from_the_checkpoint(tmp_path, hopper_episodes, capsys):
+def test_fit_through_the_cli_then_rollout_from_the_checkpoint(tmp_path, hopper_episodes, capsys, export_round_trip):
     data = write_d4rl(hopper_episodes, tmp_path / "hopper.hdf5")
     configs = ["--config", str(ROOT / "configs/dt_hopper.yaml"), "--config", str(ROOT / "configs/dt_hopper_tiny.yaml")]
     main(["fit", *configs, "--data.init_args.dataset", data, "--trainer.logger.init_args.save_dir", str(tmp_path),
@@ -68,6 +68,16 @@ def test_fit_through_the_cli_then_rollout_from_the_checkpoint(tmp_path, hopper_e
     assert facts["ref_max_score"] == 100.0 and facts["return_stats"]["max"] == pytest.approx(
         hopper_episodes.returns.max()
     )
+
+    g = torch.Generator().manual_seed(1)
+    window = {"trajectory": {"returns_to_go": torch.rand(3, 5, 1, generator=g),
+                             "states": torch.randn(3, 5, 11, generator=g),
+                             "actions": torch.rand(3, 5, 3, generator=g) * 2 - 1,
+                             "timesteps": torch.arange(5).repeat(3, 1),
+                             "mask": torch.ones(3, 5, dtype=torch.bool)}}  # fmt: skip
+    exported = export_round_trip(run / "checkpoints/last.ckpt", lambda t: t(t.model_inputs(window))["actions"])
+    assert exported.rl == facts  # the RL facts ride in config.yaml's extras
+    torch.testing.assert_close(exported.state_mean, ckpt["state_dict"]["state_mean"])
 
     out = tmp_path / "rollout"
     capsys.readouterr()

@@ -122,7 +122,7 @@ def test_training_step_with_aux_losses_backpropagates(batch) -> None:
 
 
 @pytest.mark.parametrize("name", ["fusion", "fusion_camera", "fusion_radar"])
-def test_config_fits_end_to_end(name, corpus, tmp_path) -> None:
+def test_config_fits_end_to_end(name, corpus, batch, tmp_path, export_round_trip) -> None:
     args = ["fit", "--config", str(ROOT / f"configs/{name}.yaml"), "--config", str(ROOT / f"configs/{name}_tiny.yaml"),
             "--data.init_args.root", str(corpus), "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.enable_progress_bar", "false"]  # fmt: skip
@@ -136,6 +136,7 @@ def test_config_fits_end_to_end(name, corpus, tmp_path) -> None:
     assert any(k.startswith(f"test/{sensors[0]}/") and k.count("/") == 3 for k in metrics)  # per condition
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
+    export_round_trip(ckpt, lambda t: torch.cat([x.flatten() for x in t.detections(t(t.model_inputs(batch)))]))
     if name == "fusion":  # the picture of a scene with the trained weights
         out = tmp_path / "scene.png"
         main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",

@@ -20,6 +20,7 @@ import torchaudio.functional as AF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omni.checkpoints import load_task
 from omni.cli import main as omni_main
 from omni.data.speech import collate_speech
 from omni.data.speech_corpus import CorpusSpec, build_corpus
@@ -320,7 +321,7 @@ def read_errors(path: Path) -> list[dict]:
     return [dict(zip(cols, line.split("\t"), strict=True)) for line in lines[1:]]
 
 
-def test_the_tiny_job_scores_every_decoder_and_writes_its_errors_and_alignment(run):
+def test_the_tiny_job_scores_every_decoder_and_writes_its_errors_and_alignment(run, export_round_trip):
     out = run / "runs/speech_digits_tiny/version_0"
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert {"test/wer", "test/cer"} | {f"test/{m}_{d}" for m in ("wer", "cer") for d in DECODERS} <= set(metrics)
@@ -341,6 +342,10 @@ def test_the_tiny_job_scores_every_decoder_and_writes_its_errors_and_alignment(r
     char_edits = sum(levenshtein(list(r["reference"]), list(r["hypothesis"])) for r in rows)
     assert metrics["test/cer"] == pytest.approx(char_edits / max(chars, 1), abs=1e-6)
     assert (out / "alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # omni export -> omni.load: the same CTC log-probabilities, and the vocabulary rides along (transcripts)
+    wave = torch.from_numpy(load_audio(run / "corpus" / test[0]["audio_filepath"])[0])[None]
+    exported = export_round_trip(out / "checkpoints/last.ckpt", lambda t: t.model({"audio": wave})["ctc"])
+    assert exported.text_of([5, 6]) == load_task(type(exported), out / "checkpoints/last.ckpt").text_of([5, 6])
 
 
 def test_predict_saves_the_transcripts_the_test_scored(run, capsys):
