@@ -23,11 +23,18 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from omni.cli_errors import OmniArgumentParser
+
 __all__ = ["OmniCLI", "main"]
 
 
 class OmniCLI(LightningCLI):
-    """LightningCLI with omni's defaults: any ``OmniTask`` and any data module, given by ``class_path``."""
+    """LightningCLI with omni's defaults: any ``OmniTask`` and any data module, given by ``class_path``; a bad key or
+    value is reported in one line (``omni.cli_errors``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", OmniArgumentParser)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

@@ -156,3 +156,29 @@ def test_viz_masks_draws_each_distinct_layer_mask(tmp_path, capsys):
     assert img.shape[1] > 1.5 * img.shape[0]  # two panels side by side
     with pytest.raises(SystemExit):
         main(["viz", "attention"])
+
+
+CLASSIFIER = "model (omni.tasks.classification.Classifier): "
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model.init_args.trunk.dpeth", "3"], CLASSIFIER + "unrecognized arguments: --trunk.dpeth=3"),
+        (["--config", "{yaml}"], CLASSIFIER + "Group 'trunk' does not accept option 'dpeth'"),
+        (["--model.class_path", "omni.tasks.nope.Task"], "model (omni.tasks.nope.Task): module 'omni.tasks' has no"),
+        (["--config", "configs/nope.yaml"], "config: File does not exist:"),
+        (["--data.init_args.batch_size", "abc"], "data (omni.data.DigitsDataModule): Expected a <class 'int'>"),
+    ],
+)
+def test_a_bad_key_or_value_is_one_line_naming_it(args, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["omni"])  # the program name in the message
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  init_args:\n    trunk:\n      dpeth: 3\n")
+    args = [str(typo) if a == "{yaml}" else a for a in args]
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", "configs/digits.yaml", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"omni fit: error: {expected}"), err
+    assert err[0].endswith("(every key: omni fit --help)")
