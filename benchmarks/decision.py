@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,7 @@ def fit(env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str
         "--trainer.logger.init_args.version", f"seed{seed}",
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no rows of an earlier one in its CSVs and plots
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
