@@ -14,6 +14,7 @@ run directory.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -233,8 +234,27 @@ def viz_scene(argv: list[str]) -> Path:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``omni`` console command."""
-    argv = list(args if args is not None else sys.argv[1:])
+    """Entry point of the ``omni`` console command.
+
+    From the console (``args`` None), a ``ValueError`` (omni's errors name the key, field or file, what was expected and
+    what came) is printed as one line and the command exits with status 2; ``OMNI_DEBUG=1`` shows the traceback.
+    Called with ``args``, errors propagate to the caller.
+    """
+    if args is not None:
+        _main(list(args), args)
+        return
+    argv = sys.argv[1:]
+    try:
+        _main(argv, None)
+    except ValueError as e:
+        if os.environ.get("OMNI_DEBUG"):
+            raise
+        command = " ".join(["omni", *argv[:1]])
+        sys.stderr.write(f"{command}: error: {' '.join(str(e).split())}\n")
+        raise SystemExit(2) from None
+
+
+def _main(argv: list[str], args: list[str] | None) -> None:
     if argv[:1] == ["data"]:
         if argv[1:2] == ["fusion"]:
             from omni.data.fusion_sim import main as fusion_corpus

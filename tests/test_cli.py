@@ -182,3 +182,15 @@ def test_a_bad_key_or_value_is_one_line_naming_it(args, expected, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"omni fit: error: {expected}"), err
     assert err[0].endswith("(every key: omni fit --help)")
+
+
+def test_the_console_prints_omnis_errors_in_one_line(tmp_path):
+    """From the console a ValueError of omni's is one line and exit status 2, not a traceback."""
+    missing = tmp_path / "nope.ckpt"
+    cmd = [sys.executable, "-m", "omni.cli", "fit", "--config", str(ROOT / "configs/digits.yaml"),
+           "--ckpt_path", str(missing)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"omni fit: error: ckpt_path: expected a checkpoint file, got '{missing}', which does not exist"
+    ]
