@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omni.dropout import Dropout
+from omni.tokenizers.checks import check_tensor
 
 __all__ = ["ActionHead"]
 
@@ -75,16 +76,25 @@ class ActionHead(nn.Module):
             target: (B, K, A) float actions, or (B, K) / (B, K, 1) integer indices.
             mask: (B, K) bool, True where the step is real; None = all real.
         """
+        out = check_tensor("predictions", out, ndim=3, layout="(B, K, A)", sizes={-1: self.act_dim})
         b, k = out.shape[:2]
+        kind = "int" if self.discrete else "float"
+        target = check_tensor("actions", target, ndim=(2, 3), layout="(B, K, A) or (B, K)", dtype=kind)
         if self.discrete and target.ndim == 3:
             target = target[..., 0]
         want = (b, k) if self.discrete else (b, k, self.act_dim)
         if tuple(target.shape) != want:
             raise ValueError(f"actions: expected shape {want} like the predictions, got {tuple(target.shape)}")
+        if self.discrete and (int(target.min()) < 0 or int(target.max()) >= self.act_dim):
+            raise ValueError(
+                f"actions: expected indices in [0, {self.act_dim}), got {int(target.min())}..{int(target.max())}"
+            )
+        if mask is not None:
+            mask = check_tensor("mask", mask, ndim=2, layout="(B, K)", dtype="bool", sizes={0: b, 1: k})
         if self.discrete:
-            per_step = F.cross_entropy(out.transpose(1, 2), target.long(), reduction="none")  # (B, K)
-        else:
-            per_step = (out - target.to(out.dtype)).pow(2).mean(-1)  # (B, K)
+            per_step = F.cross_entropy(out.float().transpose(1, 2), target.long(), reduction="none")  # (B, K)
+        else:  # in float32 whatever the predictions' dtype: a half-precision square overflows past 256
+            per_step = (out.float() - target.float()).pow(2).mean(-1)  # (B, K)
         if mask is None:
             return per_step.mean()
         weight = mask.to(per_step.dtype)

@@ -124,7 +124,8 @@ class ImagePatchTokenizer(nn.Module):
                 raise ValueError(
                     f"images: expected {name} divisible by patch_size={p}, got shape {tuple(images.shape)}"
                 )
-        x = self.proj(self.stem(images))  # (B, D, h, w)
+        x = self.proj(self.stem(images.to(self.proj.weight.dtype)))  # (B, D, h, w), in the weights' dtype
+
         h, w = x.shape[-2:]
         x = rearrange(x, "b d h w -> b (h w) d")
         pos_embed = self._position(h, w, x.device)
