@@ -4,6 +4,7 @@ budget, returns left out), per D4RL tier and seed, in normalised score.
     python benchmarks/decision.py --env Hopper-v5                       # 4 tiers x {dt, bc} x seeds 0 1 2
     python benchmarks/decision.py --env Hopper-v5 --tier medium --seeds 0   # a part of it
     python benchmarks/decision.py --env HalfCheetah-v5                  # the same commands, another env
+    python benchmarks/decision.py --env Hopper-v5 --resume              # after an interruption: finished runs reused
 
 1. Builds the datasets if missing (``omni data rl --env ENV --out ROOT``).
 2. For every tier, layout and seed: ``omni fit --config configs/{dt,bc}_hopper.yaml`` on that tier's dataset (state
@@ -15,12 +16,15 @@ budget, returns left out), per D4RL tier and seed, in normalised score.
    at three targets between the dataset's median and maximum return; the achieved returns, averaged over seeds,
    should rise with the target.
 
-Prints one JSON object last and appends it to ``benchmarks/results/decision.jsonl``.
+Each finished run leaves ``bench_run.json`` in its run directory (its command, the config's sha256, the thread
+count, its result); ``--resume`` reads those back instead of training again. Prints one JSON object last and appends
+it to ``benchmarks/results/decision.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -79,7 +83,14 @@ def targets_for(env: str, facts: dict[str, Any]) -> list[float]:
     return [round(1.1 * top), round(0.55 * top)]
 
 
-def fit(env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str, Any], episodes: int) -> dict:
+def config_digest(layout: str) -> str:
+    """sha256 of the config file a run trains with (``--resume`` reuses a run only if it is unchanged)."""
+    return hashlib.sha256((ROOT / "configs" / f"{layout}_hopper.yaml").read_bytes()).hexdigest()
+
+
+def fit(
+    env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str, Any], episodes: int, resume: bool = False
+) -> dict:
     name = f"bench_{env.lower()}_{tier}_{layout}"
     run_dir = ROOT / "runs" / name / f"seed{seed}"
     targets = targets_for(env, facts)
@@ -100,6 +111,15 @@ def fit(env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str
         "--trainer.logger.init_args.version", f"seed{seed}",
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
+    key = {"cmd": cmd[1:], "config_sha256": config_digest(layout), "threads": os.environ.get("OMP_NUM_THREADS")}
+    done = run_dir / "bench_run.json"
+    if resume and done.is_file():
+        prior = json.loads(done.read_text())
+        if prior["key"] == key:
+            print(
+                f"{tier:>14} {layout} seed {seed}: score {prior['result']['score']:.1f}  (reused: {done})", flush=True
+            )
+            return prior["result"]
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no rows of an earlier one in its CSVs and plots
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -109,8 +129,10 @@ def fit(env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     score = metrics.get("test/score")
     print(f"{tier:>14} {layout} seed {seed}: score {score:.1f}  ({wall:.0f} s)", flush=True)
-    return {"score": score, "train_wall_s": round(wall, 1), "run_dir": str(run_dir.relative_to(ROOT)),
-            "metrics": metrics}  # fmt: skip
+    result = {"score": score, "train_wall_s": round(wall, 1), "run_dir": str(run_dir.relative_to(ROOT)),
+              "metrics": metrics}  # fmt: skip
+    done.write_text(json.dumps({"key": key, "result": result}))  # what --resume reads back
+    return result
 
 
 def conditioning(run_dirs: list[str], facts: dict[str, Any], episodes: int) -> dict[str, Any]:
@@ -149,6 +171,11 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=10, help="test episodes per target and seed")
     p.add_argument("--no_save", action="store_true", help="print only (a smoke run)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse runs an interrupted invocation finished (same command, config file and thread count)",
+    )
     a = p.parse_args()
     root = (ROOT / a.root).resolve()
     os.environ["MINARI_DATASETS_PATH"] = str(root)
@@ -158,7 +185,7 @@ def main() -> None:
         facts = dataset_facts(a.env, tier, root)
         row: dict[str, Any] = {"dataset": facts, "runs": {}}
         for layout in a.layouts:
-            runs = [fit(a.env, tier, layout, s, root, facts, a.episodes) for s in a.seeds]
+            runs = [fit(a.env, tier, layout, s, root, facts, a.episodes, a.resume) for s in a.seeds]
             scores = [r["score"] for r in runs]
             row["runs"][layout] = runs
             row[layout] = {"score_mean": round(float(np.mean(scores)), 2), "score_std": round(float(np.std(scores)), 2),
@@ -171,7 +198,7 @@ def main() -> None:
                 row["conditioning"] = conditioning([r["run_dir"] for r in row["runs"]["dt"]], facts, a.episodes)
         for layout in a.layouts:  # keep the JSON line short: the per-run metrics stay in the run directories
             for r in row["runs"][layout]:
-                r.pop("metrics")
+                r.pop("metrics", None)
         tiers[tier] = row
     walls = [r["train_wall_s"] for t in tiers.values() for lay in a.layouts for r in t["runs"][lay]]
     result = {
