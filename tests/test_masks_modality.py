@@ -62,8 +62,9 @@ radius_values = st.one_of(
 )
 
 
-def reference_local(radius: dict) -> object:
-    """Per-pair rule: same modality, and every coordinate within the query modality's radius for that dim."""
+def reference_local(radius: dict, across: bool = False) -> object:
+    """Per-pair rule: same modality, and every coordinate within the query modality's radius for that dim. With
+    ``across`` (``near``): any query modality, and the key modality's radius."""
     per: dict[int, float | list[float]] = {}
     for key, r in radius.items():  # prefixes first, so that an exact name wins
         if isinstance(key, str) and key not in NAMES:
@@ -73,8 +74,8 @@ def reference_local(radius: dict) -> object:
             per.update({i: r for i in indices(key)})
 
     def fn(m, i, j):
-        mod = m["modality"][i]
-        if mod != m["modality"][j] or mod not in per:
+        mod = m["modality"][j if across else i]
+        if (not across and mod != m["modality"][j]) or mod not in per:
             return False
         pi, pj = m["pos"][i], m["pos"][j]
         r = per[mod]
@@ -104,6 +105,15 @@ def _leaf():
                     m["modality"][i] == m["modality"][j]
                     and max(abs(a - b) for a, b in zip(m["pos"][i], m["pos"][j], strict=True)) <= r
                 ),
+            )
+        ),
+        st.dictionaries(keys, radius_values, max_size=3).map(
+            lambda d: (masks.near(radius=d), reference_local(d, across=True))
+        ),
+        st.integers(0, 3).map(
+            lambda r: (
+                masks.near(radius=r),
+                lambda m, i, j: max(abs(a - b) for a, b in zip(m["pos"][i], m["pos"][j], strict=True)) <= r,
             )
         ),
         one_side("query"),

@@ -39,6 +39,7 @@ __all__ = [
     "KeyModality",
     "Local",
     "Mask",
+    "Near",
     "QueryModality",
     "SameModality",
     "SameSample",
@@ -50,6 +51,7 @@ __all__ = [
     "global_tokens",
     "key_modality",
     "local",
+    "near",
     "parse",
     "query_modality",
     "same_modality",
@@ -335,6 +337,27 @@ class Local(Mask):
 
 
 @dataclass(frozen=True)
+class Near(Local):
+    """Pairs near in ``pos`` *across* modalities: a query attends a key when every coordinate differs by at most
+    the radius of the **key's** modality, whatever the query's modality (``Local`` asks for the same modality).
+    The query's ``pos`` must then be in the key modality's units: object queries placed at reference points in
+    metres read the radar points near them (``query_modality("queries") & near(radius={"radar": [6.0, 6.0]})``),
+    the locality prior of Deformable DETR's sampling around a reference point. ``radius`` as in ``Local``; key
+    modalities the dict does not name are never near."""
+
+    def allowed(self, q: Side, k: Side) -> Tensor:
+        diff = (q.pos - k.pos).abs()  # (B, N, N, P), or (P,) on the flex path
+        if not self.per_modality:
+            return diff.amax(dim=-1) <= self.radius
+        table = self.table
+        if table is None or table.shape[-1] != diff.shape[-1] or table.device != diff.device:
+            table = self._table(diff.shape[-1], diff.device, diff.dtype)
+        m = table.shape[0] - 1
+        row = torch.where((k.modality >= 0) & (k.modality < m), k.modality, m)  # the key's modality
+        return (diff <= table[row]).all(dim=-1)
+
+
+@dataclass(frozen=True)
 class SameModality(Mask):
     """Tokens attend only tokens of their own modality."""
 
@@ -494,6 +517,11 @@ def local(radius: float | Mapping[str | int, float | Sequence[float]]) -> Mask:
     return Local(radius=radius)
 
 
+def near(radius: float | Mapping[str | int, float | Sequence[float]]) -> Mask:
+    """Pairs near in ``pos`` across modalities, by the key's modality's radius. See ``Near``."""
+    return Near(radius=radius)
+
+
 def same_modality() -> Mask:
     return SameModality()
 
@@ -527,6 +555,7 @@ VOCABULARY: dict[str, Callable[..., Mask]] = {
     "full": full,
     "causal": causal,
     "local": local,
+    "near": near,
     "same_modality": same_modality,
     "same_sample": same_sample,
     "global_tokens": global_tokens,

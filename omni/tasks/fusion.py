@@ -157,6 +157,7 @@ class FusionDetector(OmniTask):
         eos_coef: float = 0.1,
         class_loss: ClassLoss = "softmax",
         query_prior: bool = False,
+        local_queries: bool = False,
         match_on: MatchOn = "box",
         box_weights: list[float] | None = None,
         aux_loss: bool = True,
@@ -179,6 +180,10 @@ class FusionDetector(OmniTask):
                 divided by the number of objects; the focal matching cost).
             query_prior: add to each query an embedding of its reference point (DAB-DETR's positional prior: a query
                 knows where it looks from the first layer on, so matching is stable from the start).
+            local_queries: the queries are placed at their reference points (``pos`` = (x, y) in metres) and are not
+                global tokens, so the trunk's masks decide what they read: ``query_modality('queries') &
+                near(radius={'radar': [6.0, 6.0]})`` keeps a query to the radar points near it in the local layers
+                (Deformable DETR's locality around a reference point); ``full`` layers still see everything.
             match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
                 (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
                 which query answers for which object from step to step).
@@ -216,6 +221,7 @@ class FusionDetector(OmniTask):
         dim = self.model.dim
         check_choice("class_loss", class_loss, ClassLoss)
         self.class_loss = class_loss
+        self.local_queries = local_queries
         self.class_head = nn.Linear(dim, num_classes + (class_loss == "softmax"))
         # Each query owns a learnable BEV reference point and regresses its centre as an offset from it (the
         # anchors of Anchor DETR / Deformable DETR's reference points: set prediction converges far sooner).
@@ -262,6 +268,12 @@ class FusionDetector(OmniTask):
             x = tokens.x.clone()
             x[:, q] = x[:, q] + self.query_pos(reference_features(self.reference)).to(x.dtype)
             tokens = tokens.replace(x=x)
+        if self.local_queries:
+            pos, is_global = tokens.pos.clone(), tokens.is_global.clone()
+            ref_m = self.reference.detach() * self.reference.new_tensor(BOX_SCALE[:2])  # (Q, 2) metres
+            pos[:, q, :2] = ref_m.to(pos.dtype)
+            is_global[:, q] = False
+            tokens = tokens.replace(pos=pos, is_global=is_global)
         drop = self._dropped(tokens.batch_size, tokens.x.device, sensors)
         pad = tokens.pad.clone()
         for name, dropped in drop.items():

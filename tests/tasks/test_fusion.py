@@ -42,7 +42,10 @@ def batch(corpus) -> dict:
     return next(iter(dm.val_dataloader()))
 
 
-def detector(**kwargs) -> FusionDetector:
+NEAR = "| (query_modality('queries') & (key_modality('camera') | near(radius={'radar': [6.0, 6.0]})))"
+
+
+def detector(local_extra: str = "", **kwargs) -> FusionDetector:
     torch.manual_seed(0)
     tokenizers = {
         "camera": lambda d: ImagePatchTokenizer(d, patch_size=16, img_size=(64, 128), pos_embed="sincos"),
@@ -51,10 +54,10 @@ def detector(**kwargs) -> FusionDetector:
     }
     trunk = {
         "dim": 16, "depth": 2, "heads": 2, "masks": ["local", "global"],
-        "mask_defs": {"local": "local(radius={'camera': 1, 'radar': [5.0, 5.0]}) | global_tokens(modalities=['ego'])",
-                      "global": "full"},
+        "mask_defs": {"local": "local(radius={'camera': 1, 'radar': [5.0, 5.0]}) | global_tokens(modalities=['ego'])"
+                               + local_extra, "global": "full"},
     }  # fmt: skip
-    return FusionDetector(trunk=trunk, tokenizers=tokenizers, num_queries=4, **kwargs)
+    return FusionDetector(trunk=trunk, tokenizers=tokenizers, **{"num_queries": 4, **kwargs})
 
 
 def test_box_encoding_round_trips() -> None:
@@ -125,6 +128,34 @@ def test_focal_set_loss_is_small_for_perfect_predictions_and_query_prior_moves_q
     assert not torch.allclose(out["logits"][0, 0], out["logits"][0, 1])
 
 
+def test_local_queries_read_only_the_radar_points_near_their_reference_in_local_layers() -> None:
+    """With ``local_queries`` and a ``near`` term, moving a radar point far from every query's reference changes
+    nothing after a local layer; moving it next to a reference does. (One layer: in a second one the queries would
+    read the global ego token, which read the point.)"""
+    torch.manual_seed(0)
+    tokenizers = {
+        "radar": lambda d: SensorTokenizer(d, in_features=6, name="radar"),
+        "ego": lambda d: SensorTokenizer(d, in_features=2, mode="vector", name="ego"),
+    }
+    local = "global_tokens(modalities=['ego']) | (query_modality('queries') & near(radius={'radar': [3.0, 3.0]}))"
+    trunk = {"dim": 16, "depth": 1, "heads": 2, "masks": ["local"], "mask_defs": {"local": local}}
+    model = FusionDetector(trunk=trunk, tokenizers=tokenizers, num_queries=4, local_queries=True).eval()
+    ref = model.reference.detach() * 10.0  # (Q, 2) metres
+
+    def run(xy: list[float]) -> torch.Tensor:
+        x = torch.zeros(1, 1, 6)
+        x[0, 0, :2] = torch.tensor(xy)
+        inputs = {"radar": {"x": x, "mask": torch.ones(1, 1, dtype=torch.bool)}, "ego": {"x": torch.zeros(1, 2)}}
+        with torch.no_grad():
+            return model(inputs, sensors="radar")["boxes"]
+
+    far_a, far_b = run([-40.0, 80.0]), run([-45.0, -80.0])  # behind the ego: near no reference
+    torch.testing.assert_close(far_a, far_b)
+    near = run([float(ref[0, 0]) + 1.0, float(ref[0, 1])])
+    assert not torch.allclose(near[0, 0], far_a[0, 0])  # query 0 reads the point ...
+    assert (near[0, 1:] - far_a[0, 1:]).abs().max() < (near[0, 0] - far_a[0, 0]).abs().max()
+
+
 def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
     model = detector()
     targets = {
@@ -141,7 +172,10 @@ def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> Non
     assert float(l1) == pytest.approx(0.0, abs=1e-6) and float(ce) < 1e-3
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"class_loss": "focal", "query_prior": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"class_loss": "focal", "query_prior": True, "local_queries": True, "local_extra": NEAR, "num_queries": 9}],
+)
 def test_masking_a_sensor_equals_leaving_it_out(batch, kwargs) -> None:
     """Modality dropout masks tokens out rather than removing them: the queries' outputs must be those of a
     forward without that sensor's tokens at all."""
