@@ -85,6 +85,22 @@ def reference_local(radius: dict, across: bool = False) -> object:
     return fn
 
 
+def reference_near_shifted(radius: dict, key: str | int, dims: int) -> object:
+    """``near`` with ``shift={key: dims}``: for keys of ``key``'s modalities the query's coordinates from ``dims``
+    on (zeros past its P) stand in for its own."""
+    rule, shifted = reference_local(radius, across=True), set(indices(key))
+
+    def fn(m, i, j):
+        if m["modality"][j] not in shifted:
+            return rule(m, i, j)
+        n = len(m["pos"])  # the query's shifted coordinates as one more token, n; the key stays itself
+        pos = m["pos"][i]
+        moved = {**m, "pos": [*m["pos"], pos[dims:] + [0.0] * min(dims, len(pos))], "modality": [*m["modality"], -1]}
+        return rule(moved, n, j)
+
+    return fn
+
+
 def _leaf():
     def one_side(side):
         build = masks.query_modality if side == "query" else masks.key_modality
@@ -109,6 +125,9 @@ def _leaf():
         ),
         st.dictionaries(keys, radius_values, max_size=3).map(
             lambda d: (masks.near(radius=d), reference_local(d, across=True))
+        ),
+        st.tuples(st.dictionaries(keys, radius_values, min_size=1, max_size=2), keys, st.integers(1, 2)).map(
+            lambda t: (masks.near(radius=t[0], shift={t[1]: t[2]}), reference_near_shifted(t[0], t[1], t[2]))
         ),
         st.integers(0, 3).map(
             lambda r: (

@@ -29,7 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from omni.choices import check_choice
-from omni.data.fusion_scene import CLASSES, CONDITIONS
+from omni.data.fusion_scene import CAMERA_HEIGHT, CLASSES, CONDITIONS, FOCAL_PX, IMAGE_HW
 from omni.detection_metrics import DetectionAccumulator
 from omni.training import OmniTask, OptimConfig, Stage
 from omni.transformer import TransformerConfig
@@ -141,6 +141,18 @@ def reference_features(ref: Tensor, octaves: int = 5) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
 
 
+def query_positions(ref: Tensor, patch_size: int) -> Tensor:
+    """(Q, 2) reference points in box units -> (Q, 4) query ``pos``: (x, y) in metres, then the (row, col) in patch
+    cells of the camera patch where that ground point appears (the simulator's pinhole camera; points ahead only),
+    for ``near(..., shift={'camera': 2})``."""
+    xy = ref * ref.new_tensor(BOX_SCALE[:2])
+    ahead = xy[:, 0].clamp(min=0.5)
+    u = IMAGE_HW[1] / 2 - FOCAL_PX * xy[:, 1] / ahead  # pixel column
+    v = IMAGE_HW[0] / 2 + FOCAL_PX * CAMERA_HEIGHT / ahead  # pixel row of the ground point
+    cells = torch.stack([v, u], dim=-1) / patch_size - 0.5  # patch (i, j) is centred at pixel (8 i + 4, 8 j + 4)
+    return torch.cat([xy, cells], dim=-1)
+
+
 class FusionDetector(OmniTask):
     """DETR-style detection from any of camera, radar and ego tokens, with modality dropout."""
 
@@ -180,10 +192,12 @@ class FusionDetector(OmniTask):
                 divided by the number of objects; the focal matching cost).
             query_prior: add to each query an embedding of its reference point (DAB-DETR's positional prior: a query
                 knows where it looks from the first layer on, so matching is stable from the start).
-            local_queries: the queries are placed at their reference points (``pos`` = (x, y) in metres) and are not
-                global tokens, so the trunk's masks decide what they read: ``query_modality('queries') &
-                near(radius={'radar': [6.0, 6.0]})`` keeps a query to the radar points near it in the local layers
-                (Deformable DETR's locality around a reference point); ``full`` layers still see everything.
+            local_queries: the queries are placed at their reference points (``pos`` = (x, y) in metres, then the
+                camera patch (row, col) where that point appears: ``query_positions``) and are not global tokens,
+                so the trunk's masks decide what they read: ``query_modality('queries') & near(radius={'radar':
+                [6.0, 6.0], 'camera': [99.0, 1.5]}, shift={'camera': 2})`` keeps a query to the radar points near it
+                and the image columns around it in the local layers (Deformable DETR's locality around a reference
+                point); ``full`` layers still see everything.
             match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
                 (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
                 which query answers for which object from step to step).
@@ -269,9 +283,12 @@ class FusionDetector(OmniTask):
             x[:, q] = x[:, q] + self.query_pos(reference_features(self.reference)).to(x.dtype)
             tokens = tokens.replace(x=x)
         if self.local_queries:
-            pos, is_global = tokens.pos.clone(), tokens.is_global.clone()
-            ref_m = self.reference.detach() * self.reference.new_tensor(BOX_SCALE[:2])  # (Q, 2) metres
-            pos[:, q, :2] = ref_m.to(pos.dtype)
+            cam = self.model.tokenizers[CAMERA] if CAMERA in self.model.tokenizers else None
+            qpos = query_positions(self.reference.detach(), getattr(cam, "patch_size", 8))  # (Q, 4)
+            pos = tokens.pos.new_zeros(*tokens.pos.shape[:2], max(4, tokens.pos.shape[-1]))
+            pos[..., : tokens.pos.shape[-1]] = tokens.pos
+            pos[:, q, :4] = qpos.to(pos.dtype)
+            is_global = tokens.is_global.clone()
             is_global[:, q] = False
             tokens = tokens.replace(pos=pos, is_global=is_global)
         drop = self._dropped(tokens.batch_size, tokens.x.device, sensors)

@@ -14,6 +14,7 @@ import torch
 
 from omni.cli import main
 from omni.data.fusion import FusionDataModule
+from omni.data.fusion_scene import project_to_image
 from omni.data.fusion_sim import FusionCorpusSpec, build_fusion_corpus
 from omni.tasks.fusion import (
     FusionDetector,
@@ -21,6 +22,7 @@ from omni.tasks.fusion import (
     encode_boxes,
     focal_class_cost,
     hungarian_match,
+    query_positions,
     sigmoid_focal_loss,
 )
 from omni.tokenizers import ImagePatchTokenizer, SensorTokenizer
@@ -42,7 +44,7 @@ def batch(corpus) -> dict:
     return next(iter(dm.val_dataloader()))
 
 
-NEAR = "| (query_modality('queries') & (key_modality('camera') | near(radius={'radar': [6.0, 6.0]})))"
+NEAR = "| (query_modality('queries') & near(radius={'radar': [6.0, 6.0], 'camera': [99.0, 1.5]}, shift={'camera': 2}))"
 
 
 def detector(local_extra: str = "", **kwargs) -> FusionDetector:
@@ -154,6 +156,15 @@ def test_local_queries_read_only_the_radar_points_near_their_reference_in_local_
     near = run([float(ref[0, 0]) + 1.0, float(ref[0, 1])])
     assert not torch.allclose(near[0, 0], far_a[0, 0])  # query 0 reads the point ...
     assert (near[0, 1:] - far_a[0, 1:]).abs().max() < (near[0, 0] - far_a[0, 0]).abs().max()
+
+
+def test_query_positions_are_metres_then_the_patch_where_the_ground_point_appears() -> None:
+    ref = torch.tensor([[1.0, 0.0], [2.5, -0.8]])  # box units: (10 m, 0 m), (25 m, -8 m)
+    pos = query_positions(ref, patch_size=8)
+    torch.testing.assert_close(pos[:, :2], ref * 10)
+    u, v = project_to_image(np.array([10.0, 25.0]), np.array([0.0, -8.0]))
+    torch.testing.assert_close(pos[:, 2:], torch.tensor(np.stack([v, u], -1) / 8 - 0.5, dtype=torch.float32))
+    assert abs(float(pos[0, 3]) - 7.5) < 1e-5  # straight ahead: between patch columns 7 and 8 of 16
 
 
 def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
