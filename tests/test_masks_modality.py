@@ -62,8 +62,9 @@ radius_values = st.one_of(
 )
 
 
-def reference_local(radius: dict) -> object:
-    """Per-pair rule: same modality, and every coordinate within the query modality's radius for that dim."""
+def reference_local(radius: dict, across: bool = False) -> object:
+    """Per-pair rule: same modality, and every coordinate within the query modality's radius for that dim. With
+    ``across`` (``near``): any query modality, and the key modality's radius."""
     per: dict[int, float | list[float]] = {}
     for key, r in radius.items():  # prefixes first, so that an exact name wins
         if isinstance(key, str) and key not in NAMES:
@@ -73,13 +74,29 @@ def reference_local(radius: dict) -> object:
             per.update({i: r for i in indices(key)})
 
     def fn(m, i, j):
-        mod = m["modality"][i]
-        if mod != m["modality"][j] or mod not in per:
+        mod = m["modality"][j if across else i]
+        if (not across and mod != m["modality"][j]) or mod not in per:
             return False
         pi, pj = m["pos"][i], m["pos"][j]
         r = per[mod]
         radii = [r] * len(pi) if isinstance(r, float) else (list(r) + [math.inf] * len(pi))[: len(pi)]
         return all(abs(a - b) <= rr for a, b, rr in zip(pi, pj, radii, strict=True))
+
+    return fn
+
+
+def reference_near_shifted(radius: dict, key: str | int, dims: int) -> object:
+    """``near`` with ``shift={key: dims}``: for keys of ``key``'s modalities the query's coordinates from ``dims``
+    on (zeros past its P) stand in for its own."""
+    rule, shifted = reference_local(radius, across=True), set(indices(key))
+
+    def fn(m, i, j):
+        if m["modality"][j] not in shifted:
+            return rule(m, i, j)
+        n = len(m["pos"])  # the query's shifted coordinates as one more token, n; the key stays itself
+        pos = m["pos"][i]
+        moved = {**m, "pos": [*m["pos"], pos[dims:] + [0.0] * min(dims, len(pos))], "modality": [*m["modality"], -1]}
+        return rule(moved, n, j)
 
     return fn
 
@@ -104,6 +121,18 @@ def _leaf():
                     m["modality"][i] == m["modality"][j]
                     and max(abs(a - b) for a, b in zip(m["pos"][i], m["pos"][j], strict=True)) <= r
                 ),
+            )
+        ),
+        st.dictionaries(keys, radius_values, max_size=3).map(
+            lambda d: (masks.near(radius=d), reference_local(d, across=True))
+        ),
+        st.tuples(st.dictionaries(keys, radius_values, min_size=1, max_size=2), keys, st.integers(1, 2)).map(
+            lambda t: (masks.near(radius=t[0], shift={t[1]: t[2]}), reference_near_shifted(t[0], t[1], t[2]))
+        ),
+        st.integers(0, 3).map(
+            lambda r: (
+                masks.near(radius=r),
+                lambda m, i, j: max(abs(a - b) for a, b in zip(m["pos"][i], m["pos"][j], strict=True)) <= r,
             )
         ),
         one_side("query"),

@@ -39,6 +39,7 @@ __all__ = [
     "KeyModality",
     "Local",
     "Mask",
+    "Near",
     "QueryModality",
     "SameModality",
     "SameSample",
@@ -50,6 +51,7 @@ __all__ = [
     "global_tokens",
     "key_modality",
     "local",
+    "near",
     "parse",
     "query_modality",
     "same_modality",
@@ -335,6 +337,59 @@ class Local(Mask):
 
 
 @dataclass(frozen=True)
+class Near(Local):
+    """Pairs near in ``pos`` *across* modalities: a query attends a key when every coordinate differs by at most
+    the radius of the **key's** modality, whatever the query's modality (``Local`` asks for the same modality).
+    The query's ``pos`` must then be in the key modality's units: object queries placed at reference points in
+    metres read the radar points near them (``query_modality("queries") & near(radius={"radar": [6.0, 6.0]})``),
+    the locality prior of Deformable DETR's sampling around a reference point. ``radius`` as in ``Local``; key
+    modalities the dict does not name are never near.
+
+    ``shift``: {key modality: k} compares the query's coordinates from dim k on with the key's from dim 0 on, so a
+    query can carry one position per key modality: (x, y) in metres for radar, then (row, col) in patch cells for a
+    camera (``shift={"camera": 2}``). Dims shifted past the query's P count as 0.
+    """
+
+    shift: tuple[tuple[str | int, int], ...] | Mapping[str | int, int] = ()
+    shifts: tuple[tuple[int, tuple[int, ...]], ...] | None = None  # (k, key table indices), resolved by bind()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        items = tuple(dict(self.shift).items())
+        for key, k in items:
+            if not isinstance(key, str | int) or isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ValueError(f"near.shift: expected {{modality: dims >= 0}}, got {dict(self.shift)!r}")
+        object.__setattr__(self, "shift", items)
+
+    def bind(self, modality_names: Sequence[str]) -> Mask:
+        bound = super().bind(modality_names)
+        groups: dict[int, list[int]] = {}
+        for key, k in self.shift:  # type: ignore[misc]
+            groups.setdefault(k, []).extend(_modality_indices("near.shift", key, modality_names))
+        return replace(bound, shifts=tuple((k, tuple(sorted(set(ix)))) for k, ix in sorted(groups.items())))
+
+    def allowed(self, q: Side, k: Side) -> Tensor:
+        diff = (q.pos - k.pos).abs()  # (B, N, N, P), or (P,) on the flex path
+        if self.shift:
+            if self.shifts is None:
+                _unbound("near.shift", [key for key, _ in self.shift])  # type: ignore[misc]
+            for dims, ids in self.shifts or ():
+                moved = torch.cat([q.pos[..., dims:], torch.zeros_like(q.pos[..., :dims])], dim=-1)
+                hit = k.modality == ids[0]
+                for i in ids[1:]:
+                    hit = hit | (k.modality == i)
+                diff = torch.where(hit.unsqueeze(-1), (moved - k.pos).abs(), diff)
+        if not self.per_modality:
+            return diff.amax(dim=-1) <= self.radius
+        table = self.table
+        if table is None or table.shape[-1] != diff.shape[-1] or table.device != diff.device:
+            table = self._table(diff.shape[-1], diff.device, diff.dtype)
+        m = table.shape[0] - 1
+        row = torch.where((k.modality >= 0) & (k.modality < m), k.modality, m)  # the key's modality
+        return (diff <= table[row]).all(dim=-1)
+
+
+@dataclass(frozen=True)
 class SameModality(Mask):
     """Tokens attend only tokens of their own modality."""
 
@@ -494,6 +549,14 @@ def local(radius: float | Mapping[str | int, float | Sequence[float]]) -> Mask:
     return Local(radius=radius)
 
 
+def near(
+    radius: float | Mapping[str | int, float | Sequence[float]], shift: Mapping[str | int, int] | None = None
+) -> Mask:
+    """Pairs near in ``pos`` across modalities, by the key's modality's radius (and, with ``shift``, the query's
+    coordinates for that modality from a later dim). See ``Near``."""
+    return Near(radius=radius, shift=dict(shift or {}))
+
+
 def same_modality() -> Mask:
     return SameModality()
 
@@ -527,6 +590,7 @@ VOCABULARY: dict[str, Callable[..., Mask]] = {
     "full": full,
     "causal": causal,
     "local": local,
+    "near": near,
     "same_modality": same_modality,
     "same_sample": same_sample,
     "global_tokens": global_tokens,

@@ -6,7 +6,8 @@ Shape legend
 
 Batches are ``omni.data.fusion.FusionDataModule``'s: ``inputs`` {camera, radar, ego}, ``targets`` {class (B, O),
 box (B, O, 5) = (x, y, vx, vy, yaw), mask (B, O)}, ``condition`` (B,). Each query predicts class logits (B, Q, C + 1)
-and a box (B, Q, 6) = (x / 10 m, y / 10 m, vx / 5 m/s, vy / 5 m/s, sin yaw, cos yaw).
+(``class_loss: softmax``) or (B, Q, C) (``focal``: sigmoid per class) and a box (B, Q, 6) = (x / 10 m, y / 10 m,
+vx / 5 m/s, vy / 5 m/s, sin yaw, cos yaw).
 
 A sensor is removed by masking its tokens out (their ``pad`` set False), so shapes never change: per sample while
 training (**modality dropout**) and for the whole batch at evaluation (``eval_sensors``: ``both``, ``camera`` or
@@ -27,14 +28,29 @@ from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from omni.data.fusion_scene import CLASSES, CONDITIONS
+from omni.choices import check_choice
+from omni.data.fusion_scene import CAMERA_HEIGHT, CLASSES, CONDITIONS, FOCAL_PX, IMAGE_HW
 from omni.detection_metrics import DetectionAccumulator
 from omni.training import OmniTask, OptimConfig, Stage
 from omni.transformer import TransformerConfig
 
-__all__ = ["BOX_SCALE", "FusionDetector", "SensorSet", "decode_boxes", "encode_boxes", "hungarian_match"]
+__all__ = [
+    "BOX_SCALE",
+    "ClassLoss",
+    "FusionDetector",
+    "MatchOn",
+    "SensorSet",
+    "decode_boxes",
+    "encode_boxes",
+    "focal_class_cost",
+    "hungarian_match",
+    "sigmoid_focal_loss",
+]
 
 SensorSet = Literal["both", "camera", "radar"]
+ClassLoss = Literal["softmax", "focal"]
+MatchOn = Literal["box", "centre"]
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # RetinaNet's focal loss, as Deformable DETR uses it
 CAMERA, RADAR, QUERIES = "camera", "radar", "queries"
 BOX_SCALE = (10.0, 10.0, 5.0, 5.0)  # x, y (m) and vx, vy (m/s) are predicted in these units
 
@@ -51,22 +67,50 @@ def decode_boxes(reg: Tensor) -> Tensor:
     return torch.cat([reg[..., :4] * scale, torch.atan2(reg[..., 4:5], reg[..., 5:6])], dim=-1)
 
 
+def focal_class_cost(logits: Tensor) -> Tensor:
+    """(..., C) sigmoid logits -> (..., C) Deformable DETR's matching cost of calling each query each class: the
+    focal loss of "this class" minus the focal loss of "not this class"."""
+    p = logits.float().sigmoid()
+    pos = FOCAL_ALPHA * (1 - p) ** FOCAL_GAMMA * -(p + 1e-8).log()
+    neg = (1 - FOCAL_ALPHA) * p**FOCAL_GAMMA * -(1 - p + 1e-8).log()
+    return pos - neg
+
+
+def sigmoid_focal_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Summed sigmoid focal loss (RetinaNet) of logits (..., C) against one-hot targets (..., C) in {0, 1}."""
+    logits, target = logits.float(), target.float()
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    alpha_t = FOCAL_ALPHA * target + (1 - FOCAL_ALPHA) * (1 - target)
+    return (alpha_t * (1 - p_t) ** FOCAL_GAMMA * ce).sum()
+
+
 @torch.no_grad()
 def hungarian_match(
-    logits: Tensor, reg: Tensor, classes: Tensor, targets: Tensor, mask: Tensor, class_weight: float, l1_weight: float
+    logits: Tensor,
+    reg: Tensor,
+    classes: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    class_weight: float,
+    l1_weight: float,
+    class_loss: ClassLoss = "softmax",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """DETR's matching, per sample: cost = class_weight · (−p(class)) + l1_weight · L1(box), minimised by
-    ``scipy.optimize.linear_sum_assignment``. The costs of the whole batch are computed at once.
+    """DETR's matching, per sample: cost = class_weight · class cost + l1_weight · L1(box), minimised by
+    ``scipy.optimize.linear_sum_assignment``. The class cost is −p(class) (``softmax``, DETR) or
+    ``focal_class_cost`` (``focal``, Deformable DETR). The costs of the whole batch are computed at once.
 
     Args:
-        logits: (B, Q, C + 1); reg: (B, Q, 6); classes: (B, O) long; targets: (B, O, 6) encoded boxes;
-        mask: (B, O) bool, True where a ground-truth slot is real.
+        logits: (B, Q, C + 1) (``softmax``) or (B, Q, C) (``focal``); reg: (B, Q, 6); classes: (B, O) long;
+        targets: (B, O, 6) encoded boxes; mask: (B, O) bool, True where a ground-truth slot is real.
     Returns:
         per sample, (query indices, slot indices) of its matched pairs, each (min(Q, real slots),).
     """
-    prob = logits.float().softmax(-1)  # (B, Q, C + 1)
-    cls_prob = torch.gather(prob, 2, classes.clamp(min=0)[:, None, :].expand(-1, prob.shape[1], -1))  # (B, Q, O)
-    cost = (-class_weight * cls_prob + l1_weight * torch.cdist(reg.float(), targets.float(), p=1)).cpu().numpy()
+    per_class = focal_class_cost(logits) if class_loss == "focal" else -logits.float().softmax(-1)
+    index = classes.clamp(min=0)[:, None, :].expand(-1, per_class.shape[1], -1)
+    cls_cost = torch.gather(per_class, 2, index)  # (B, Q, O)
+    cost = (class_weight * cls_cost + l1_weight * torch.cdist(reg.float(), targets.float(), p=1)).cpu().numpy()
     mask_np = mask.cpu().numpy()
     out = []
     for i in range(cost.shape[0]):
@@ -87,6 +131,28 @@ def _reference_grid(num_queries: int) -> Tensor:
     return xy / torch.tensor(BOX_SCALE[:2])
 
 
+def reference_features(ref: Tensor, octaves: int = 5) -> Tensor:
+    """(Q, 2) reference points in box units -> (Q, 6 · octaves) sin-cos features of (x, y, azimuth) at frequencies
+    1, 2, 4... cycles per unit (10 m; a radian): what a query's positional prior is computed from."""
+    az = torch.atan2(ref[:, 1], ref[:, 0])
+    coords = torch.stack([ref[:, 0], ref[:, 1], az], dim=-1)  # (Q, 3)
+    freqs = 2.0 ** torch.arange(octaves, device=ref.device, dtype=ref.dtype)
+    angles = math.pi * coords[..., None] * freqs  # (Q, 3, octaves)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+def query_positions(ref: Tensor, patch_size: int) -> Tensor:
+    """(Q, 2) reference points in box units -> (Q, 4) query ``pos``: (x, y) in metres, then the (row, col) in patch
+    cells of the camera patch where that ground point appears (the simulator's pinhole camera; points ahead only),
+    for ``near(..., shift={'camera': 2})``."""
+    xy = ref * ref.new_tensor(BOX_SCALE[:2])
+    ahead = xy[:, 0].clamp(min=0.5)
+    u = IMAGE_HW[1] / 2 - FOCAL_PX * xy[:, 1] / ahead  # pixel column
+    v = IMAGE_HW[0] / 2 + FOCAL_PX * CAMERA_HEIGHT / ahead  # pixel row of the ground point
+    cells = torch.stack([v, u], dim=-1) / patch_size - 0.5  # patch (i, j) is centred at pixel (8 i + 4, 8 j + 4)
+    return torch.cat([xy, cells], dim=-1)
+
+
 class FusionDetector(OmniTask):
     """DETR-style detection from any of camera, radar and ego tokens, with modality dropout."""
 
@@ -101,6 +167,11 @@ class FusionDetector(OmniTask):
         class_weight: float = 1.0,
         l1_weight: float = 5.0,
         eos_coef: float = 0.1,
+        class_loss: ClassLoss = "softmax",
+        query_prior: bool = False,
+        local_queries: bool = False,
+        match_on: MatchOn = "box",
+        box_weights: list[float] | None = None,
         aux_loss: bool = True,
         modality_dropout: float = 0.0,
         eval_sensors: list[SensorSet] | None = None,
@@ -115,7 +186,23 @@ class FusionDetector(OmniTask):
             num_classes: object classes C; a further "no object" class is added.
             class_weight: weight of the class term in the matching cost and the loss (DETR: 1).
             l1_weight: weight of the L1 box term in the matching cost and the loss (DETR: 5).
-            eos_coef: cross-entropy weight of the "no object" class (DETR: 0.1).
+            eos_coef: cross-entropy weight of the "no object" class (DETR: 0.1); ``softmax`` only.
+            class_loss: ``softmax`` (DETR: C + 1 logits, cross-entropy with a "no object" class) or ``focal``
+                (Deformable DETR: C sigmoid logits, all low = no object; focal loss summed over queries and classes,
+                divided by the number of objects; the focal matching cost).
+            query_prior: add to each query an embedding of its reference point (DAB-DETR's positional prior: a query
+                knows where it looks from the first layer on, so matching is stable from the start).
+            local_queries: the queries are placed at their reference points (``pos`` = (x, y) in metres, then the
+                camera patch (row, col) where that point appears: ``query_positions``) and are not global tokens,
+                so the trunk's masks decide what they read: ``query_modality('queries') & near(radius={'radar':
+                [6.0, 6.0], 'camera': [99.0, 1.5]}, shift={'camera': 2})`` keeps a query to the radar points near it
+                and the image columns around it in the local layers (Deformable DETR's locality around a reference
+                point); ``full`` layers still see everything.
+            match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
+                (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
+                which query answers for which object from step to step).
+            box_weights: weights of the 6 box terms (x, y, vx, vy, sin yaw, cos yaw) in the L1 loss; default all 1.
+                DETR3D weights velocity 0.2.
             aux_loss: add the same loss on every earlier layer's queries (through the shared heads).
             modality_dropout: while training, the chance per sample that the camera's tokens are masked out, and
                 (separately, never both) that the radar's are; needs both sensors.
@@ -140,13 +227,28 @@ class FusionDetector(OmniTask):
         self.num_classes, self.num_queries = num_classes, num_queries
         self.class_weight, self.l1_weight, self.eos_coef = class_weight, l1_weight, eos_coef
         self.aux_loss, self.modality_dropout = aux_loss, modality_dropout
+        check_choice("match_on", match_on, MatchOn)
+        self.match_on = match_on
+        if box_weights is not None and (len(box_weights) != 6 or min(box_weights) < 0):
+            raise ValueError(f"box_weights: expected 6 weights >= 0 (x, y, vx, vy, sin, cos), got {box_weights}")
+        self.register_buffer("box_weights", torch.tensor(box_weights or [1.0] * 6), persistent=False)
         dim = self.model.dim
-        self.class_head = nn.Linear(dim, num_classes + 1)
+        check_choice("class_loss", class_loss, ClassLoss)
+        self.class_loss = class_loss
+        self.local_queries = local_queries
+        self.class_head = nn.Linear(dim, num_classes + (class_loss == "softmax"))
         # Each query owns a learnable BEV reference point and regresses its centre as an offset from it (the
         # anchors of Anchor DETR / Deformable DETR's reference points: set prediction converges far sooner).
         # Start: a range x azimuth grid over the sensors' field of view (5-50 m, ±35°), in the box units.
         self.reference = nn.Parameter(_reference_grid(num_queries))
         self.box_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 6))
+        if query_prior:
+            feats = reference_features(self.reference.detach()).shape[-1]
+            self.query_pos: nn.Module | None = nn.Sequential(nn.Linear(feats, dim), nn.GELU(), nn.Linear(dim, dim))
+        else:
+            self.query_pos = None
+        if class_loss == "focal":  # RetinaNet's prior: every class starts at p = 0.01
+            nn.init.constant_(self.class_head.bias, -math.log(99.0))
         weight = torch.ones(num_classes + 1)
         weight[-1] = eos_coef
         self.register_buffer("ce_weight", weight, persistent=False)
@@ -175,6 +277,20 @@ class FusionDetector(OmniTask):
         if sensors is None and not self.training:
             sensors = self.sensors
         tokens, spans = self.model.tokenize(inputs)
+        q = spans[QUERIES]
+        if self.query_pos is not None:
+            x = tokens.x.clone()
+            x[:, q] = x[:, q] + self.query_pos(reference_features(self.reference)).to(x.dtype)
+            tokens = tokens.replace(x=x)
+        if self.local_queries:
+            cam = self.model.tokenizers[CAMERA] if CAMERA in self.model.tokenizers else None
+            qpos = query_positions(self.reference.detach(), getattr(cam, "patch_size", 8))  # (Q, 4)
+            pos = tokens.pos.new_zeros(*tokens.pos.shape[:2], max(4, tokens.pos.shape[-1]))
+            pos[..., : tokens.pos.shape[-1]] = tokens.pos
+            pos[:, q, :4] = qpos.to(pos.dtype)
+            is_global = tokens.is_global.clone()
+            is_global[:, q] = False
+            tokens = tokens.replace(pos=pos, is_global=is_global)
         drop = self._dropped(tokens.batch_size, tokens.x.device, sensors)
         pad = tokens.pad.clone()
         for name, dropped in drop.items():
@@ -190,7 +306,6 @@ class FusionDetector(OmniTask):
         finally:
             for h in hooks:
                 h.remove()
-        q = spans[QUERIES]
         logits, boxes = self._heads(mixed.x[:, q])
         aux = [self._heads(self.model.trunk.norm(h[:, q])) for h in hidden]
         return {"logits": logits, "boxes": boxes, "aux": aux}
@@ -205,20 +320,28 @@ class FusionDetector(OmniTask):
 
     # ------------------------------------------------------------------ the set loss
     def set_loss(self, logits: Tensor, boxes: Tensor, targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(cross-entropy over all queries, L1 over matched boxes per ground-truth object)."""
+        """(class loss over all queries: cross-entropy, or focal loss per ground-truth object; L1 over matched boxes
+        per ground-truth object)."""
         b, q, _ = logits.shape
         target_class = torch.full((b, q), self.num_classes, dtype=torch.long, device=logits.device)
         enc = encode_boxes(targets["box"].float())  # (B, O, 6)
+        k = 2 if self.match_on == "centre" else 6
         pairs = hungarian_match(
-            logits, boxes, targets["class"], enc, targets["mask"], self.class_weight, self.l1_weight
-        )
+            logits, boxes[..., :k], targets["class"], enc[..., :k], targets["mask"], self.class_weight,
+            self.l1_weight, self.class_loss,
+        )  # fmt: skip
         batch_q = torch.cat([torch.full((len(q),), i) for i, (q, _) in enumerate(pairs)]).to(logits.device)
         query = torch.from_numpy(np.concatenate([q for q, _ in pairs])).to(logits.device)
         slot = torch.from_numpy(np.concatenate([g for _, g in pairs])).to(logits.device)
         target_class[batch_q, query] = targets["class"][batch_q, slot]
-        ce = F.cross_entropy(rearrange(logits, "b q c -> (b q) c"), target_class.flatten(), weight=self.ce_weight)
         num = max(1, int(targets["mask"].sum()))
-        l1 = F.l1_loss(boxes[batch_q, query], enc[batch_q, slot], reduction="sum") / num
+        if self.class_loss == "focal":
+            one_hot = F.one_hot(target_class, self.num_classes + 1)[..., : self.num_classes]  # no object: all 0
+            ce = sigmoid_focal_loss(logits, one_hot) / num
+        else:
+            flat = rearrange(logits, "b q c -> (b q) c")
+            ce = F.cross_entropy(flat, target_class.flatten(), weight=self.ce_weight)
+        l1 = ((boxes[batch_q, query] - enc[batch_q, slot]).abs() * self.box_weights).sum() / num
         return ce, l1
 
     def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:
@@ -248,7 +371,8 @@ class FusionDetector(OmniTask):
 
     def detections(self, outputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Per query: score (B, Q) and class (B, Q) of the best real class, box (B, Q, 5) in metres."""
-        probs = outputs["logits"].float().softmax(-1)[..., : self.num_classes]
+        logits = outputs["logits"].float()
+        probs = logits.sigmoid() if self.class_loss == "focal" else logits.softmax(-1)[..., : self.num_classes]
         score, cls = probs.max(-1)
         return score, cls, decode_boxes(outputs["boxes"].float())
 

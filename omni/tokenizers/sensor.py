@@ -48,6 +48,7 @@ class SensorTokenizer(nn.Module):
         hidden: int | None = None,
         mode: SensorMode = "points",
         name: str = "sensor",
+        feature_scale: list[float] | None = None,
     ) -> None:
         """
         Args:
@@ -60,6 +61,9 @@ class SensorTokenizer(nn.Module):
             hidden: width of the MLP's hidden layer; default D.
             mode: ``points`` (a set per sample) or ``vector`` (a reading, or a sequence of readings, per sample).
             name: the modality tag this instance emits (``modalities == (name,)``).
+            feature_scale: F multipliers of the features before the MLP (``pos`` keeps the raw coordinates), to
+                bring them to about unit range: radar (x, y) in metres reach 50, and a pre-norm trunk's LayerNorm
+                would then see little but those two numbers. Default: none.
         """
         super().__init__()
         check_choice("mode", mode, SensorMode)
@@ -76,6 +80,10 @@ class SensorTokenizer(nn.Module):
         self.in_features = in_features
         self.coord_dims = coord_dims
         self.mode = mode
+        if feature_scale is not None and len(feature_scale) != in_features:
+            raise ValueError(f"feature_scale: expected {in_features} values (one per feature), got {feature_scale}")
+        scale = torch.tensor(feature_scale if feature_scale is not None else [1.0] * in_features)
+        self.register_buffer("feature_scale", scale, persistent=False)
         if mode == "points" and fourier_features > 0:
             self.fourier: nn.Module | None = FourierFeatures(coord_dims, fourier_features, fourier_scale)
             extra = self.fourier.out_dim
@@ -115,11 +123,11 @@ class SensorTokenizer(nn.Module):
         dtype = self.mlp[0].weight.dtype
         if self.mode == "points":
             coords = x[..., : self.coord_dims].float()  # (B, M, C)
-            feats = [x.to(dtype)]
+            feats = [(x * self.feature_scale).to(dtype)]
             if self.fourier is not None:
                 feats.append(self.fourier(coords).to(dtype))
             out = self.mlp(torch.cat(feats, dim=-1))
             return Tokens.create(out, modality=0, pos=coords, pad=mask)
         t = torch.arange(x.shape[1], device=x.device)
-        out = self.mlp(x.to(dtype)) + sincos_1d(t, self.dim).to(dtype)
+        out = self.mlp((x * self.feature_scale).to(dtype)) + sincos_1d(t, self.dim).to(dtype)
         return Tokens.create(out, modality=0, pos=t.float()[:, None], pad=mask, group=t)

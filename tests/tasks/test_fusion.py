@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,17 @@ import torch
 
 from omni.cli import main
 from omni.data.fusion import FusionDataModule
+from omni.data.fusion_scene import project_to_image
 from omni.data.fusion_sim import FusionCorpusSpec, build_fusion_corpus
-from omni.tasks.fusion import FusionDetector, decode_boxes, encode_boxes, hungarian_match
+from omni.tasks.fusion import (
+    FusionDetector,
+    decode_boxes,
+    encode_boxes,
+    focal_class_cost,
+    hungarian_match,
+    query_positions,
+    sigmoid_focal_loss,
+)
 from omni.tokenizers import ImagePatchTokenizer, SensorTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +44,10 @@ def batch(corpus) -> dict:
     return next(iter(dm.val_dataloader()))
 
 
-def detector(**kwargs) -> FusionDetector:
+NEAR = "| (query_modality('queries') & near(radius={'radar': [6.0, 6.0], 'camera': [99.0, 1.5]}, shift={'camera': 2}))"
+
+
+def detector(local_extra: str = "", **kwargs) -> FusionDetector:
     torch.manual_seed(0)
     tokenizers = {
         "camera": lambda d: ImagePatchTokenizer(d, patch_size=16, img_size=(64, 128), pos_embed="sincos"),
@@ -43,10 +56,10 @@ def detector(**kwargs) -> FusionDetector:
     }
     trunk = {
         "dim": 16, "depth": 2, "heads": 2, "masks": ["local", "global"],
-        "mask_defs": {"local": "local(radius={'camera': 1, 'radar': [5.0, 5.0]}) | global_tokens(modalities=['ego'])",
-                      "global": "full"},
+        "mask_defs": {"local": "local(radius={'camera': 1, 'radar': [5.0, 5.0]}) | global_tokens(modalities=['ego'])"
+                               + local_extra, "global": "full"},
     }  # fmt: skip
-    return FusionDetector(trunk=trunk, tokenizers=tokenizers, num_queries=4, **kwargs)
+    return FusionDetector(trunk=trunk, tokenizers=tokenizers, **{"num_queries": 4, **kwargs})
 
 
 def test_box_encoding_round_trips() -> None:
@@ -69,6 +82,91 @@ def test_hungarian_match_is_the_cheapest_assignment() -> None:
     assert len(q_empty) == 0
 
 
+def test_focal_matching_is_the_cheapest_assignment_under_the_focal_cost() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits, reg = torch.randn(1, 5, 3, generator=g), torch.randn(1, 5, 6, generator=g)
+    classes, targets = torch.tensor([[2, 0, -1, 1]]), torch.randn(1, 4, 6, generator=g)
+    ((q, t),) = hungarian_match(logits, reg, classes, targets, classes >= 0, 2.0, 5.0, class_loss="focal")
+    real = [0, 1, 3]
+    p = logits[0].sigmoid()[:, classes[0, real]]  # (Q, 3) probability of each object's class
+    focal = 0.25 * (1 - p) ** 2 * -p.log() - 0.75 * p**2 * -(1 - p).log()  # worked out from Deformable DETR's cost
+    cost = 2 * focal + 5 * torch.cdist(reg[0], targets[0, real], p=1)
+    best = min(sum(cost[perm[j], j] for j in range(3)) for perm in itertools.permutations(range(5), 3))
+    got = sum(float(cost[qi, real.index(ti)]) for qi, ti in zip(q.tolist(), t.tolist(), strict=True))
+    assert sorted(t.tolist()) == real and got == pytest.approx(float(best), rel=1e-5)
+    torch.testing.assert_close(focal_class_cost(logits[0])[:, classes[0, real]], focal, rtol=1e-4, atol=1e-6)
+
+
+def test_sigmoid_focal_loss_matches_hand_values() -> None:
+    """p = 0.5 on a positive: 0.25 · 0.5² · ln 2; p = 0.5 on a negative: 0.75 · 0.5² · ln 2; a confident right
+    answer costs ~0."""
+    logits, target = torch.tensor([[0.0, 0.0, 12.0, -12.0]]), torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    expected = (0.25 + 0.75) * 0.25 * math.log(2.0)
+    assert float(sigmoid_focal_loss(logits, target)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_set_loss_is_small_for_perfect_predictions_and_query_prior_moves_queries() -> None:
+    model = detector(class_loss="focal", query_prior=True)
+    assert model.class_head.out_features == 3  # no "no object" logit: all classes low
+    targets = {
+        "class": torch.tensor([[1, -1], [-1, -1]]),
+        "box": torch.tensor([[[10.0, 2.0, 1.0, 0.0, 0.3], [0.0] * 5], [[0.0] * 5] * 2]),
+        "mask": torch.tensor([[True, False], [False, False]]),
+    }
+    boxes = torch.zeros(2, 4, 6)
+    boxes[0, 2] = encode_boxes(targets["box"][0, 0])
+    logits = torch.full((2, 4, 3), -12.0)
+    logits[0, 2, 1] = 12.0
+    ce, l1 = model.set_loss(logits, boxes, targets)
+    assert float(l1) == pytest.approx(0.0, abs=1e-6) and float(ce) < 1e-6
+    wrong = logits.clone()
+    wrong[0, 2, 1], wrong[1, 0, 0] = -12.0, 12.0  # the object missed, a false positive in the empty scene
+    assert float(model.set_loss(wrong, boxes, targets)[0]) > 1.0
+    # the prior is each query's own: queries with the same learned embedding still differ by their reference
+    with torch.no_grad():
+        model.model.extra_tokens["queries"].zero_()
+    inputs = {"ego": {"x": torch.zeros(1, 2)}, "radar": {"x": torch.zeros(1, 3, 6), "mask": torch.zeros(1, 3).bool()}}
+    out = model.eval()(inputs, sensors="radar")
+    assert not torch.allclose(out["logits"][0, 0], out["logits"][0, 1])
+
+
+def test_local_queries_read_only_the_radar_points_near_their_reference_in_local_layers() -> None:
+    """With ``local_queries`` and a ``near`` term, moving a radar point far from every query's reference changes
+    nothing after a local layer; moving it next to a reference does. (One layer: in a second one the queries would
+    read the global ego token, which read the point.)"""
+    torch.manual_seed(0)
+    tokenizers = {
+        "radar": lambda d: SensorTokenizer(d, in_features=6, name="radar"),
+        "ego": lambda d: SensorTokenizer(d, in_features=2, mode="vector", name="ego"),
+    }
+    local = "global_tokens(modalities=['ego']) | (query_modality('queries') & near(radius={'radar': [3.0, 3.0]}))"
+    trunk = {"dim": 16, "depth": 1, "heads": 2, "masks": ["local"], "mask_defs": {"local": local}}
+    model = FusionDetector(trunk=trunk, tokenizers=tokenizers, num_queries=4, local_queries=True).eval()
+    ref = model.reference.detach() * 10.0  # (Q, 2) metres
+
+    def run(xy: list[float]) -> torch.Tensor:
+        x = torch.zeros(1, 1, 6)
+        x[0, 0, :2] = torch.tensor(xy)
+        inputs = {"radar": {"x": x, "mask": torch.ones(1, 1, dtype=torch.bool)}, "ego": {"x": torch.zeros(1, 2)}}
+        with torch.no_grad():
+            return model(inputs, sensors="radar")["boxes"]
+
+    far_a, far_b = run([-40.0, 80.0]), run([-45.0, -80.0])  # behind the ego: near no reference
+    torch.testing.assert_close(far_a, far_b)
+    near = run([float(ref[0, 0]) + 1.0, float(ref[0, 1])])
+    assert not torch.allclose(near[0, 0], far_a[0, 0])  # query 0 reads the point ...
+    assert (near[0, 1:] - far_a[0, 1:]).abs().max() < (near[0, 0] - far_a[0, 0]).abs().max()
+
+
+def test_query_positions_are_metres_then_the_patch_where_the_ground_point_appears() -> None:
+    ref = torch.tensor([[1.0, 0.0], [2.5, -0.8]])  # box units: (10 m, 0 m), (25 m, -8 m)
+    pos = query_positions(ref, patch_size=8)
+    torch.testing.assert_close(pos[:, :2], ref * 10)
+    u, v = project_to_image(np.array([10.0, 25.0]), np.array([0.0, -8.0]))
+    torch.testing.assert_close(pos[:, 2:], torch.tensor(np.stack([v, u], -1) / 8 - 0.5, dtype=torch.float32))
+    assert abs(float(pos[0, 3]) - 7.5) < 1e-5  # straight ahead: between patch columns 7 and 8 of 16
+
+
 def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
     model = detector()
     targets = {
@@ -85,10 +183,14 @@ def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> Non
     assert float(l1) == pytest.approx(0.0, abs=1e-6) and float(ce) < 1e-3
 
 
-def test_masking_a_sensor_equals_leaving_it_out(batch) -> None:
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"class_loss": "focal", "query_prior": True, "local_queries": True, "local_extra": NEAR, "num_queries": 9}],
+)
+def test_masking_a_sensor_equals_leaving_it_out(batch, kwargs) -> None:
     """Modality dropout masks tokens out rather than removing them: the queries' outputs must be those of a
     forward without that sensor's tokens at all."""
-    model = detector().eval()
+    model = detector(**kwargs).eval()
     inputs = model.model_inputs(batch)
     with torch.no_grad():
         masked = model(inputs, sensors="camera")

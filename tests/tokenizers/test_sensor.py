@@ -172,3 +172,19 @@ def test_bad_constructor_arguments():
         SensorTokenizer(7, 4, mode="vector")
     with pytest.raises(ValueError, match="fourier_features"):
         SensorTokenizer(8, 4, fourier_features=-1)
+
+
+def test_feature_scale_scales_the_mlp_input_not_pos():
+    """``feature_scale`` equals feeding pre-scaled features to the MLP (Fourier features still see the raw
+    coordinates), and ``pos`` keeps the raw coordinates the local masks measure."""
+    torch.manual_seed(0)
+    scale = [0.1, 0.1, 1.0, 1.0]
+    scaled = SensorTokenizer(dim=16, in_features=4, fourier_features=0, feature_scale=scale)
+    plain = SensorTokenizer(dim=16, in_features=4, fourier_features=0)
+    plain.load_state_dict(scaled.state_dict())
+    x = points() * 30.0  # metres
+    out = scaled(x)
+    torch.testing.assert_close(out.x, plain(x * torch.tensor(scale)).x)
+    torch.testing.assert_close(out.pos, x[..., :2])
+    with pytest.raises(ValueError, match="feature_scale"):
+        SensorTokenizer(dim=16, in_features=4, feature_scale=[1.0, 1.0])
