@@ -654,9 +654,28 @@ def from_name(name: str | Mask) -> Mask:
     return parse(name)
 
 
+def flex_unsupported(mask: Mask) -> str | None:
+    """Why FlexAttention cannot run ``mask`` (its compiled kernel cannot lower the predicate), or None.
+
+    ``near(shift=...)`` moves the query's coordinates along P, which inductor cannot lower inside the kernel's
+    mask_mod in torch 2.11 (found by the suite's randomised flex-vs-dense test)."""
+    if isinstance(mask, Near) and mask.shift:
+        return "near(shift=...)"
+    for f in fields(mask):
+        value = getattr(mask, f.name)
+        if isinstance(value, Mask) and (reason := flex_unsupported(value)):
+            return reason
+    return None
+
+
 def block_mask(mask: Mask, tokens: Tokens):  # -> torch.nn.attention.flex_attention.BlockMask
     """A FlexAttention BlockMask whose ``mask_mod`` evaluates the same predicate on single (q, kv) pairs."""
     from torch.nn.attention.flex_attention import create_block_mask
+
+    if reason := flex_unsupported(mask):
+        raise ValueError(
+            f"mask: expected a predicate FlexAttention can compile, got {reason}; use the sparse or dense path"
+        )
 
     b, n = tokens.pad.shape
     meta = tokens.meta()

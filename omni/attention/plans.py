@@ -30,7 +30,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
-from omni.attention.masks import FLEX_BLOCK, Mask, Side, block_mask
+from omni.attention.masks import FLEX_BLOCK, Mask, Side, block_mask, flex_unsupported
 from omni.choices import check_choice
 from omni.tokens import Tokens
 
@@ -263,9 +263,9 @@ def plan(mask: Mask, tokens: Tokens, path: AttentionPath) -> Plan:
         return None
     if path == "dense":
         return mask.dense(tokens)
-    if path == "flex":
+    if path == "flex" and flex_unsupported(mask) is None:
         return block_mask(mask, tokens)
-    if path == "sparse":
+    if path in ("flex", "sparse"):  # a mask flex cannot compile runs on the sparse path (device-agnostic)
         sparse = sparse_plan(mask, tokens)
         # A mask that is not sparse (every block needs most keys) runs faster densely.
         return sparse if sparse.gathered_fraction <= MAX_GATHERED else mask.dense(tokens)
