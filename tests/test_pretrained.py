@@ -1,5 +1,6 @@
-"""timm ViT weights in: ``vit_from_timm`` reproduces the timm model's logits at real ViT shapes (randomly
-initialised: nothing downloads here), and refuses variants it does not map, naming the attribute."""
+"""timm ViT weights in (and so omni's image model is a ViT): ``vit_from_timm`` reproduces the timm model's logits at
+real ViT shapes (randomly initialised: nothing downloads here), and refuses variants it does not map, naming the
+attribute."""
 
 from __future__ import annotations
 

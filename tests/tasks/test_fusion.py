@@ -108,13 +108,7 @@ def test_sigmoid_focal_loss_matches_hand_values() -> None:
 def test_focal_set_loss_is_small_for_perfect_predictions_and_query_prior_moves_queries() -> None:
     model = detector(class_loss="focal", query_prior=True)
     assert model.class_head.out_features == 3  # no "no object" logit: all classes low
-    targets = {
-        "class": torch.tensor([[1, -1], [-1, -1]]),
-        "box": torch.tensor([[[10.0, 2.0, 1.0, 0.0, 0.3], [0.0] * 5], [[0.0] * 5] * 2]),
-        "mask": torch.tensor([[True, False], [False, False]]),
-    }
-    boxes = torch.zeros(2, 4, 6)
-    boxes[0, 2] = encode_boxes(targets["box"][0, 0])
+    targets, boxes = one_object_scene()
     logits = torch.full((2, 4, 3), -12.0)
     logits[0, 2, 1] = 12.0
     ce, l1 = model.set_loss(logits, boxes, targets)
@@ -167,8 +161,9 @@ def test_query_positions_are_metres_then_the_patch_where_the_ground_point_appear
     assert abs(float(pos[0, 3]) - 7.5) < 1e-5  # straight ahead: between patch columns 7 and 8 of 16
 
 
-def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
-    model = detector()
+def one_object_scene() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Targets of two scenes (one object in the first, none in the second) and 4 query boxes per scene, query 2 of
+    scene 0 exactly on the object."""
     targets = {
         "class": torch.tensor([[1, -1], [-1, -1]]),
         "box": torch.tensor([[[10.0, 2.0, 1.0, 0.0, 0.3], [0.0] * 5], [[0.0] * 5] * 2]),
@@ -176,6 +171,12 @@ def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> Non
     }
     boxes = torch.zeros(2, 4, 6)
     boxes[0, 2] = encode_boxes(targets["box"][0, 0])
+    return targets, boxes
+
+
+def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> None:
+    model = detector()
+    targets, boxes = one_object_scene()
     logits = torch.full((2, 4, 4), -10.0)
     logits[..., 3] = 10.0  # "no object" everywhere ...
     logits[0, 2, 1], logits[0, 2, 3] = 10.0, -10.0  # ... but query 2 of scene 0 is the object
