@@ -189,6 +189,7 @@ def viz_scene(argv: list[str]) -> Path:
     import argparse
 
     from omni.checkpoints import load_checkpoint
+    from omni.data.fusion import DOPPLER_SCALE
     from omni.data.fusion_scene import CONDITIONS
     from omni.fusion_plots import plot_scene
 
@@ -215,6 +216,9 @@ def viz_scene(argv: list[str]) -> Path:
         task.load_state_dict(state)
     dm.setup("fit" if a.split != "test" else "test")
     batch = next(iter(getattr(dm, f"{a.split}_dataloader")()))
+    size = len(batch["index"])
+    if not 0 <= a.sample < size:
+        raise ValueError(f"--sample: expected a scene of the first {a.split} batch, in [0, {size}), got {a.sample}")
     task.eval()
     with torch.no_grad():
         score, cls, box = (t[a.sample].numpy() for t in task.detections(task(task.model_inputs(batch), a.sensors)))
@@ -226,7 +230,7 @@ def viz_scene(argv: list[str]) -> Path:
     real = t["mask"][i].numpy()
     camera = batch["inputs"]["camera"][i].permute(1, 2, 0).numpy() + 0.5
     title = f"(scene {int(batch['index'][i])}, {CONDITIONS[int(batch['condition'][i])]})"
-    doppler = feats[:, 4] * 10.0  # the data module's scale
+    doppler = feats[:, 4] * DOPPLER_SCALE
     out = plot_scene(camera, feats[:, :2], doppler, t["class"][i].numpy()[real], t["box"][i].numpy()[real], cls, box,
                      score, a.out, title=title, min_score=a.min_score)  # fmt: skip
     print(f"scene: {out}")

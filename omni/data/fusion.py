@@ -66,10 +66,13 @@ def load_shard(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+DOPPLER_SCALE = 10.0  # m/s per unit of the radial-velocity feature
+
+
 def radar_features(radar: np.ndarray) -> np.ndarray:
     """(..., 4) detections (range, azimuth, doppler, rcs) -> (..., 6) tokenizer features, (x, y) in metres first."""
     r, az, doppler, rcs = np.moveaxis(radar, -1, 0)
-    return np.stack([r * np.cos(az), r * np.sin(az), r / 50.0, az, doppler / 10.0, rcs / 10.0], axis=-1)
+    return np.stack([r * np.cos(az), r * np.sin(az), r / 50.0, az, doppler / DOPPLER_SCALE, rcs / 10.0], axis=-1)
 
 
 class FusionScenes(Dataset):

@@ -249,3 +249,8 @@ def test_config_fits_end_to_end(name, corpus, batch, tmp_path, export_round_trip
 
         img = matplotlib.image.imread(out)
         assert img.shape[1] > 2 * img.shape[0]  # camera and bird's-eye view side by side
+        with pytest.raises(
+            ValueError, match=r"--sample: expected a scene of the first test batch, in \[0, \d+\), got 999"
+        ):
+            main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",
+                  str(ROOT / "configs/fusion_tiny.yaml"), "--root", str(corpus), "--sample", "999"])  # fmt: skip
