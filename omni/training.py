@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,8 +326,16 @@ class OmniTask(L.LightningModule):
 
 
 class RunArtifacts(Callback):
-    """Fills the run directory: ``metrics.json`` (final test metrics), ``training_curves.png`` and the task's own
+    """Fills the run directory: ``metrics.json`` (final test metrics, and ``fit_wall_s``: seconds from the start of
+    ``fit`` to its end, validation included, the test after it not), ``training_curves.png`` and the task's own
     pictures."""
+
+    def __init__(self) -> None:
+        self.fit_started: float | None = None
+        self.fit_wall_s: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_started = time.perf_counter()
 
     def _dir(self, trainer: L.Trainer) -> Path | None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -339,6 +348,8 @@ class RunArtifacts(Callback):
         return out
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.fit_started is not None:
+            self.fit_wall_s = round(time.perf_counter() - self.fit_started, 1)
         out = self._dir(trainer)
         if out is None:
             return
@@ -357,6 +368,8 @@ class RunArtifacts(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         ckpt = getattr(trainer, "ckpt_path", None)
         payload = {"metrics": metrics, "checkpoint": str(ckpt) if ckpt else None, "epoch": trainer.current_epoch}
+        if self.fit_wall_s is not None:
+            payload["fit_wall_s"] = self.fit_wall_s
         (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
         if isinstance(pl_module, OmniTask):
             pl_module.write_artifacts("test", out)
