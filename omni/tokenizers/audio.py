@@ -120,6 +120,7 @@ class MelSpectrogramTokenizer(nn.Module):
         stem: AudioStem = "whisper",
         stem_channels: int = 64,
         level: AudioLevel = "whisper",
+        content_scale: float | None = None,
     ) -> None:
         """
         Args:
@@ -138,6 +139,10 @@ class MelSpectrogramTokenizer(nn.Module):
             stem_channels: channels of the ``conv2d`` stem's two convolutions.
             level: ``whisper`` (``(x + 4) / 4``: Whisper's fixed scale, so a louder clip is a shifted one) or
                 ``peak`` (``(x - peak) / 4 + 1``: each clip's loudest bin at 1, its floor at -1, whatever its gain).
+            content_scale: the stem's output is multiplied by this before the position encoding is added. None:
+                sqrt(D) for ``conv2d`` (ESPnet's ``PositionalEncoding.xscale``: at initialisation the stem's output
+                is ~0.04 RMS against the encoding's 0.71, and an encoder that sees mostly positions learns slowly)
+                and 1 for ``whisper`` (Whisper's own stem, whose weights import unchanged).
         """
         super().__init__()
         if dim < 2 or dim % 2:
@@ -180,6 +185,9 @@ class MelSpectrogramTokenizer(nn.Module):
         self.stem = stem
         check_choice("level", level, AudioLevel)
         self.level = level
+        if content_scale is not None and not content_scale > 0:
+            raise ValueError(f"content_scale: expected a positive number or None, got {content_scale!r}")
+        self.content_scale = float(content_scale or (math.sqrt(dim) if stem == "conv2d" else 1.0))
         self.act = nn.GELU()
         if stem == "conv2d":
             self.conv1 = nn.Conv2d(1, stem_channels, kernel_size=3, stride=2, padding=1)
@@ -304,7 +312,7 @@ class MelSpectrogramTokenizer(nn.Module):
             x, n_real = self._whisper_stem(x, frame_mask, n_frames)
         token_idx = torch.arange(x.shape[1], device=x.device)
         pad = token_idx < n_real[:, None]  # (B, N)
-        x = x * pad[..., None]
+        x = x * (pad[..., None] * self.content_scale)
         x = x + sincos_1d(token_idx, self.dim).to(x.dtype)
         seconds = (token_idx.float() * self.token_seconds)[:, None]  # (N, 1)
         return Tokens.create(x, modality=0, pos=seconds, pad=pad)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omni.layers import sincos_1d
 from omni.tokenizers import MelSpectrogramTokenizer
 
 SR = 16000
@@ -202,6 +203,23 @@ def test_conv2d_stem_slides_along_mel_bins():
         MelSpectrogramTokenizer(DIM, stem="resnet")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stem_channels"):
         MelSpectrogramTokenizer(DIM, stem="conv2d", stem_channels=0)
+
+
+@pytest.mark.parametrize("stem", ["conv2d", "whisper"])
+def test_content_scale_multiplies_the_stem_output_not_the_positions(stem):
+    """Tokens = content_scale x stem output + sin-cos positions; conv2d's default is ESPnet's sqrt(D), Whisper's 1."""
+    torch.manual_seed(0)
+    wave = torch.randn(2, 4000) * 0.1
+    lengths = torch.tensor([4000, 2500])
+    base = MelSpectrogramTokenizer(DIM, stem=stem, stride=4, content_scale=1.0).eval()
+    default = MelSpectrogramTokenizer(DIM, stem=stem, stride=4).eval()
+    default.load_state_dict(base.state_dict())
+    want = {"conv2d": DIM**0.5, "whisper": 1.0}[stem]
+    a, b = base(wave, lengths), default(wave, lengths)
+    pos = sincos_1d(torch.arange(a.x.shape[1]), DIM)
+    torch.testing.assert_close((b.x - pos) * b.pad[..., None], want * (a.x - pos) * a.pad[..., None])
+    with pytest.raises(ValueError, match="^content_scale:"):
+        MelSpectrogramTokenizer(DIM, content_scale=-1.0)
 
 
 @settings(max_examples=10, deadline=None)
