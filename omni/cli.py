@@ -284,6 +284,11 @@ def _main(argv: list[str], args: list[str] | None) -> None:
 
         export_command(argv[1:])
         return
+    if argv[:1] == ["import-whisper"]:
+        from omni.whisper import main as import_whisper
+
+        import_whisper(argv[1:])
+        return
     if argv[:1] == ["rollout"]:
         from omni.rollout_command import main as rollout_command
 

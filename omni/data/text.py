@@ -79,6 +79,7 @@ class CharVocab:
     """Characters: the specials (0-3), then ``" abcdefghijklmnopqrstuvwxyz'"`` (ids 4-31); ``vocab_size`` = 32."""
 
     kind = "char"
+    pad_id, blank_id, bos_id, eos_id = PAD, BLANK, BOS, EOS
 
     def __init__(self) -> None:
         self.symbols = ALPHABET
@@ -112,6 +113,7 @@ class SubwordVocab:
     """
 
     kind = "subword"
+    pad_id, blank_id, bos_id, eos_id = PAD, BLANK, BOS, EOS
 
     def __init__(self, tokenizer: Tokenizer, vocab_size: int) -> None:
         """
@@ -164,11 +166,16 @@ class SubwordVocab:
 Vocab = CharVocab | SubwordVocab
 
 
-def vocab_from_dict(d: dict[str, Any]) -> CharVocab | SubwordVocab:
-    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores)."""
-    if not isinstance(d, dict) or d.get("kind") not in ("char", "subword"):
+def vocab_from_dict(d: dict[str, Any]) -> Any:
+    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores): a ``CharVocab``, ``SubwordVocab`` or
+    ``omni.data.whisper_vocab.WhisperVocab``."""
+    if not isinstance(d, dict) or d.get("kind") not in ("char", "subword", "whisper"):
         got = d.get("kind") if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"d: expected a dict with kind 'char' or 'subword', got {got!r}")
+        raise ValueError(f"d: expected a dict with kind 'char', 'subword' or 'whisper', got {got!r}")
+    if d["kind"] == "whisper":
+        from omni.data.whisper_vocab import WhisperVocab
+
+        return WhisperVocab(multilingual=bool(d.get("multilingual", True)), language=str(d.get("language", "en")))
     if d["kind"] == "char":
         if d.get("symbols", ALPHABET) != ALPHABET:
             raise ValueError(f"d: expected the symbols {ALPHABET!r}, got {d.get('symbols')!r}")

@@ -68,6 +68,8 @@ class SpeechRecognizer(Seq2Seq):
         audio: str = "audio",
         inputs: dict[str, str] | None = None,
         optim: OptimConfig | None = None,
+        tie_embeddings: bool = False,
+        init_weights: str | None = None,
     ) -> None:
         """
         Args:
@@ -89,10 +91,15 @@ class SpeechRecognizer(Seq2Seq):
             blank_id: the CTC blank (the padding id of every omni vocabulary).
             audio: the name of the encoder tokenizer the CTC head reads.
             inputs, optim: as every task's.
+            tie_embeddings: the decoder's output layer is its id embedding (Whisper's); see ``Seq2Seq``.
+            init_weights: a ``model.safetensors`` of this same model (``omni import-whisper``, ``omni export``) to
+                start from: every weight is loaded, strictly, when a trainer first sets the task up (before a
+                ``--ckpt_path`` is restored over it; a checkpoint loaded without a trainer does not read it).
+                None: a fresh initialisation.
         """
         super().__init__(
             trunk, tokenizers, decoder_trunk, decoder_tokenizer, bos_id, eos_id, beams, length_penalty,
-            max_decode_len, label_smoothing, inputs, optim,
+            max_decode_len, label_smoothing, inputs, optim, tie_embeddings,
         )  # fmt: skip
         self.save_hyperparameters()
         for name, weight in (("ctc_weight", ctc_weight), ("joint_ctc_weight", joint_ctc_weight)):
@@ -124,10 +131,31 @@ class SpeechRecognizer(Seq2Seq):
             for d in self.test_decoders:
                 make = SafeWordErrorRate if metric == "wer" else SafeCharErrorRate
                 self.add_metric(f"{metric}_{d}", make, stages=("test",))
+        self.init_weights = init_weights
+
+    def _load_weights(self, path: str) -> None:
+        """Load a safetensors state dict of this model, strictly; a one-line ValueError names the file and keys."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path)
+        except (OSError, SafetensorError) as e:
+            raise ValueError(f"init_weights: expected a readable model.safetensors, got {path!r} ({e})") from None
+        mine = self.state_dict()
+        missing, unknown = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+        wrong = [k for k in mine if k in state and state[k].shape != mine[k].shape]
+        if missing or unknown or wrong:
+            got = f"missing {missing[:3]}, unknown {unknown[:3]}, other shapes {wrong[:3]}"
+            raise ValueError(f"init_weights: expected the weights of this model's config in {path}, got {got}")
+        self.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ vocabulary
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if self.init_weights is not None:
+            self._load_weights(self.init_weights)
+            self.init_weights = None  # once: a later stage of the same run keeps the trained weights
         data = getattr(self.trainer, "datamodule", None)
         if getattr(data, "vocab", None) is not None:
             self.vocab = data.vocab
