@@ -166,16 +166,12 @@ class SubwordVocab:
 Vocab = CharVocab | SubwordVocab
 
 
-def vocab_from_dict(d: dict[str, Any]) -> Any:
-    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores): a ``CharVocab``, ``SubwordVocab`` or
-    ``omni.data.whisper_vocab.WhisperVocab``."""
-    if not isinstance(d, dict) or d.get("kind") not in ("char", "subword", "whisper"):
+def vocab_from_dict(d: dict[str, Any]) -> CharVocab | SubwordVocab:
+    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores); Whisper's: see
+    ``omni.data.whisper_vocab.load_vocab``."""
+    if not isinstance(d, dict) or d.get("kind") not in ("char", "subword"):
         got = d.get("kind") if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"d: expected a dict with kind 'char', 'subword' or 'whisper', got {got!r}")
-    if d["kind"] == "whisper":
-        from omni.data.whisper_vocab import WhisperVocab
-
-        return WhisperVocab(multilingual=bool(d.get("multilingual", True)), language=str(d.get("language", "en")))
+        raise ValueError(f"d: expected a dict with kind 'char' or 'subword', got {got!r}")
     if d["kind"] == "char":
         if d.get("symbols", ALPHABET) != ALPHABET:
             raise ValueError(f"d: expected the symbols {ALPHABET!r}, got {d.get('symbols')!r}")

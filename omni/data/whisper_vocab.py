@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-__all__ = ["WhisperVocab", "WhisperVocabKind"]
+from omni.data.text import CharVocab, SubwordVocab, _check_ids, _check_text, normalize_text, vocab_from_dict
+
+__all__ = ["WhisperVocab", "WhisperVocabKind", "load_vocab"]
 
 WhisperVocabKind = Literal["whisper", "whisper.en"]
 
@@ -49,15 +51,11 @@ class WhisperVocab:
 
     def encode(self, text: str) -> list[int]:
         """The task ids, then the ids of ``" " + normalize_text(text)``; without BOS/EOS."""
-        from omni.data.text import _check_text, normalize_text
-
         words = normalize_text(_check_text("text", text))
         return self.prefix + (self.tokenizer.encode(" " + words) if words else [])
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ``ids``, every special id (end-of-text and above) dropped, stripped."""
-        from omni.data.text import _check_ids
-
         kept = [i for i in _check_ids(ids, self.vocab_size) if i < self.eos_id]
         return self.tokenizer.decode(kept).strip()
 
@@ -71,3 +69,10 @@ class WhisperVocab:
 
     def __repr__(self) -> str:
         return f"WhisperVocab(vocab_size={self.vocab_size}, multilingual={self.multilingual})"
+
+
+def load_vocab(d: dict[str, Any]) -> CharVocab | SubwordVocab | WhisperVocab:
+    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores), Whisper's included."""
+    if isinstance(d, dict) and d.get("kind") == WhisperVocab.kind:
+        return WhisperVocab(multilingual=bool(d.get("multilingual", True)), language=str(d.get("language", "en")))
+    return vocab_from_dict(d)

@@ -168,9 +168,9 @@ class SpeechRecognizer(Seq2Seq):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if "omni_vocab" in checkpoint:
-            from omni.data.text import vocab_from_dict
+            from omni.data.whisper_vocab import load_vocab
 
-            self.vocab = vocab_from_dict(checkpoint["omni_vocab"])
+            self.vocab = load_vocab(checkpoint["omni_vocab"])
 
     def text_of(self, ids: Sequence[int]) -> str:
         if self.vocab is None:
