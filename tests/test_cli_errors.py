@@ -10,10 +10,8 @@ import dataclasses
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import soundfile as sf
@@ -136,36 +134,12 @@ def test_speech_manifest_missing_and_a_corrupt_wav(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- offline RL
-def write_hopper_dataset(root: Path, dataset_id: str, monkeypatch) -> Path:
-    """Two 10-step random Hopper episodes as a Minari dataset; returns its main_data.hdf5."""
-    from minari import create_dataset_from_buffers
-    from minari.data_collector import EpisodeBuffer
-
-    env = gym.make("Hopper-v5", max_episode_steps=10)
-    env.action_space.seed(0)
-    buffers = []
-    for e in range(2):
-        obs, _ = env.reset(seed=e)
-        o, a, r, te, tr, done = [obs], [], [], [], [], False
-        while not done:
-            obs, rew, term, trunc, _ = env.step(env.action_space.sample())
-            o.append(obs), a.append(env.action_space.sample()), r.append(float(rew)), te.append(term), tr.append(trunc)
-            done = term or trunc
-        buffers.append(EpisodeBuffer(id=e, observations=np.asarray(o), actions=np.asarray(a), rewards=r,
-                                     terminations=te, truncations=tr))  # fmt: skip
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Minari warns about every unset author/description field
-        create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5", ref_min_score=0.0, ref_max_score=1.0)
-    return root / dataset_id / "data/main_data.hdf5"
-
-
-def test_minari_dataset_missing_and_corrupt(tmp_path, monkeypatch) -> None:
+def test_minari_dataset_missing_and_corrupt(tmp_path, hopper_minari) -> None:
     rl = tmp_path / "rl"
     message = fit_error(tmp_path, *job("dt_hopper"), "--data.init_args.root", str(rl))
     data = rl / "omni/hopper-v5/medium-v0/data"
     assert message == f"dataset_id: no Minari dataset 'omni/hopper-v5/medium-v0' under {rl} (looked for {data})"
-    hdf5 = write_hopper_dataset(rl, "omni/hopper-v5/medium-v0", monkeypatch)
+    hdf5 = hopper_minari(rl, "omni/hopper-v5/medium-v0")
     hdf5.write_bytes(hdf5.read_bytes()[:2000])  # a copy cut short
     message = fit_error(tmp_path, *job("dt_hopper"), "--data.init_args.root", str(rl))
     assert message.startswith(f"{data}: expected readable episodes in main_data.hdf5, got OSError: Unable to ")
