@@ -14,8 +14,9 @@
     decoder.blocks.i (+ cross_attn)      decoder.trunk.blocks.i (cross_attn -> cross: query -> q, key/value -> kv)
     decoder.ln                           decoder.trunk.norm
 
-The modality embeddings are zero (one modality per model: a constant, which a fine-tune can learn); the CTC head
-on the encoder is new (random) and ``ctc_weight`` is 0. The tokenizer takes Whisper's 30 s window
+The modality embeddings are zero (one modality per model: a constant, which a fine-tune can learn). Whisper has no
+CTC head, so neither has the task (``ctc_weight: 0``, attention decoders only; a ``ctc_weight`` above 0 adds a new
+one). The tokenizer takes Whisper's 30 s window
 (``window_seconds: 30``, all 1,500 tokens real, as Whisper attends its padding); with ``window_seconds: null`` a clip
 is not padded (faster, but not what the checkpoint was trained on). Whisper's checkpoints store the encoder's
 sinusoids in fp16: they are checked against the computed ones (within fp16 rounding, 2.5e-4), which omni uses.
@@ -129,8 +130,8 @@ def _block(sd: dict[str, Tensor], src: str, dst: str, cross: bool) -> dict[str, 
 
 def whisper_state_dict(model: nn.Module, task: nn.Module) -> dict[str, Tensor]:
     """``task``'s state dict (a ``SpeechRecognizer`` of ``whisper_recognizer_args``) filled from the Whisper ``model``:
-    every Whisper weight is used; omni's own buffers (mel filters), the zero modality embeddings and the new CTC head
-    keep the task's values."""
+    every Whisper weight is used; omni's own buffers (mel filters), the zero modality embeddings (and a new CTC head,
+    if the task has one) keep the task's values."""
     dims = _dims(model)
     sd = {k: v.detach().float() for k, v in model.state_dict().items()}
     table = sd.pop("encoder.positional_embedding")

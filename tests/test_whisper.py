@@ -134,6 +134,9 @@ def test_an_english_only_whisper_maps_too_and_other_models_are_refused() -> None
     torch.testing.assert_close(enc.tokens.x, audio, rtol=0, atol=1e-4)
     torch.testing.assert_close(got["logits"], ref.decoder(ids, audio).detach(), rtol=0, atol=1e-4)
     assert ours.vocab.to_dict() == {"kind": "whisper", "multilingual": False, "language": "en"}
+    assert "ctc" not in ours.model.heads  # Whisper has none; nothing reads one at ctc_weight 0
+    with pytest.raises(ValueError, match="decoder: expected an attention decoder .this model has no CTC head."):
+        ours.transcribe({"audio": {"audio": wave[:1, :SR]}}, decoder="ctc_greedy")
     with pytest.raises(ValueError, match=r"model: expected a whisper.model.Whisper \(with .dims\), got Linear"):
         recognizer_from_whisper(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="dims.n_vocab: expected 51864 .* got 51866"):

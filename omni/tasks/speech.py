@@ -38,6 +38,7 @@ __all__ = ["Decoder", "SpeechRecognizer"]
 
 Decoder = Literal["ctc_greedy", "ctc_beam", "greedy", "beam", "joint"]
 DECODERS: tuple[str, ...] = ("ctc_greedy", "ctc_beam", "greedy", "beam", "joint")
+CTC_DECODERS: tuple[str, ...] = ("ctc_greedy", "ctc_beam", "joint")  # the decoders that read the CTC head
 
 
 class SpeechRecognizer(Seq2Seq):
@@ -77,7 +78,8 @@ class SpeechRecognizer(Seq2Seq):
             tokenizers: the encoder's tokenizers, e.g. ``audio: omni.tokenizers.MelSpectrogramTokenizer``.
             decoder_trunk: the decoder's sizes (``cross_attention: true``, causal masks).
             decoder_tokenizer: the transcript's ``TextTokenizer``; its ``vocab_size`` is the data's vocabulary.
-            ctc_weight: the CTC share of the training loss (ESPnet: 0.3); 1 trains the CTC head alone.
+            ctc_weight: the CTC share of the training loss (ESPnet: 0.3); 1 trains the CTC head alone; 0 with only
+                attention decoders (``greedy``, ``beam``) builds no CTC head at all.
             decoder: the decoder of predictions, ``omni transcribe`` and ``test/wer``.
             val_decoder: the decoder of ``val/wer`` (the cheap CTC best path by default).
             test_decoders: decoders scored at test (default: all five).
@@ -116,7 +118,11 @@ class SpeechRecognizer(Seq2Seq):
             )
         if ctc_beams < 1:
             raise ValueError(f"ctc_beams: expected >= 1, got {ctc_beams}")
-        self.model.heads["ctc"] = CTCHead(self.model.dim, self.vocab_size, tokenizer=audio, blank_id=blank_id)
+        # No CTC head where nothing reads it (ctc_weight 0 and only attention decoders, as for an imported Whisper):
+        # its log-softmax over every frame and a 51,865-id vocabulary would cost more than the decoder.
+        self.has_ctc = ctc_weight > 0 or bool({decoder, val_decoder, *self.test_decoders} & set(CTC_DECODERS))
+        if self.has_ctc:
+            self.model.heads["ctc"] = CTCHead(self.model.dim, self.vocab_size, tokenizer=audio, blank_id=blank_id)
         self.ctc_weight, self.joint_ctc_weight, self.blank_id, self.audio = (
             ctc_weight,
             joint_ctc_weight,
@@ -181,10 +187,12 @@ class SpeechRecognizer(Seq2Seq):
     def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:
         ids, mask = self.target(batch)
         enc = outputs["encoder"]
+        att = super().loss(outputs, batch, stage)
+        if not self.has_ctc:
+            return {"loss": att, "att": att}
         frames = self.model.heads["ctc"].lengths(enc["output"])
         # CTC targets: the transcript without BOS and EOS (ids past each length are ignored)
         ctc = CTCHead.loss(enc["ctc"], frames, ids[:, 1:], mask.sum(dim=1) - 2, self.blank_id)
-        att = super().loss(outputs, batch, stage)
         return {"loss": self.ctc_weight * ctc + (1.0 - self.ctc_weight) * att, "ctc": ctc, "att": att}
 
     # ------------------------------------------------------------------ decoding
@@ -195,7 +203,10 @@ class SpeechRecognizer(Seq2Seq):
     def transcribe_all(self, enc_inputs: Mapping[str, Any], decoders: Sequence[str]) -> dict[str, list[str]]:
         """{decoder: transcripts}: the encoder runs once for all of them."""
         enc = self.model(enc_inputs)
-        log_probs, lengths = enc["ctc"], self.model.heads["ctc"].lengths(enc["output"])
+        if not self.has_ctc and set(decoders) & set(CTC_DECODERS):
+            raise ValueError(f"decoder: expected an attention decoder (this model has no CTC head), got {decoders}")
+        log_probs = enc.get("ctc")
+        lengths = self.model.heads["ctc"].lengths(enc["output"]) if self.has_ctc else None
         out: dict[str, list[str]] = {}
         common = {"prompt": self.bos_id, "eos_id": self.eos_id, "max_len": self.max_decode_len}
         for d in decoders:
@@ -267,7 +278,8 @@ class SpeechRecognizer(Seq2Seq):
         lines = ["key\treference\thypothesis\tedits\twords"]
         lines += [f"{key}\t{ref}\t{hyp}\t{edits}\t{words}" for edits, key, ref, hyp, words in rows]
         (run_dir / "errors.tsv").write_text("\n".join(lines) + "\n")
-        self._plot_alignment(run_dir / "alignment.png")
+        if self.has_ctc:
+            self._plot_alignment(run_dir / "alignment.png")
 
     def _plot_alignment(self, path: Path) -> None:
         data = getattr(self.trainer, "datamodule", None)
