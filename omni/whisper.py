@@ -107,6 +107,24 @@ def whisper_recognizer_args(dims: Any, window_seconds: float | None = WINDOW_SEC
     }
 
 
+class _Taken(dict):
+    """A state dict that remembers which keys were read, so that a weight left unmapped is an error, not a silent
+    loss."""
+
+    def __init__(self, values: dict[str, Tensor]) -> None:
+        super().__init__(values)
+        self.taken: set[str] = set()
+
+    def __getitem__(self, key: str) -> Tensor:
+        self.taken.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Tensor | None = None) -> Tensor | None:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        return default
+
+
 def _qkv(sd: dict[str, Tensor], prefix: str, names: Sequence[str]) -> tuple[Tensor, Tensor]:
     """Whisper's separate projections ``prefix.{query,key,value}`` as one (weight, bias); the key's bias is zero."""
     weights = [sd[f"{prefix}.{n}.weight"] for n in names]
@@ -133,8 +151,8 @@ def whisper_state_dict(model: nn.Module, task: nn.Module) -> dict[str, Tensor]:
     every Whisper weight is used; omni's own buffers (mel filters), the zero modality embeddings (and a new CTC head,
     if the task has one) keep the task's values."""
     dims = _dims(model)
-    sd = {k: v.detach().float() for k, v in model.state_dict().items()}
-    table = sd.pop("encoder.positional_embedding")
+    sd = _Taken({k: v.detach().float() for k, v in model.state_dict().items()})
+    table = sd["encoder.positional_embedding"]
     computed = sincos_1d(torch.arange(table.shape[0]), table.shape[1], layout="whisper")
     if not torch.allclose(table, computed, atol=POSITION_TOLERANCE, rtol=0):
         diff = float((table - computed).abs().max())
@@ -156,6 +174,11 @@ def whisper_state_dict(model: nn.Module, task: nn.Module) -> dict[str, Tensor]:
     mapped["decoder.tokenizers.target.embed.weight"] = embed
     mapped["decoder.heads.logits.fc.weight"] = embed  # tied, as Whisper's logits are x @ embedding.T
     mapped["decoder.tokenizers.target.pos_embed"] = sd["decoder.positional_embedding"]
+    left = sorted(set(sd) - sd.taken)
+    if left:
+        raise ValueError(
+            f"model: expected only the weights of Whisper's layout, got ones this import does not map: {left[:5]}"
+        )
     for key, value in mapped.items():
         want = task.state_dict()[key].shape
         if value.shape != want:

@@ -141,6 +141,10 @@ def test_an_english_only_whisper_maps_too_and_other_models_are_refused() -> None
         recognizer_from_whisper(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="dims.n_vocab: expected 51864 .* got 51866"):
         recognizer_from_whisper(Whisper(dataclasses.replace(SMALL_EN, n_vocab=51866)))
+    extra = random_whisper(SMALL_EN)
+    extra.decoder.register_parameter("gate", torch.nn.Parameter(torch.zeros(1)))  # a variant's weight: not dropped
+    with pytest.raises(ValueError, match=r"model: expected only the weights of Whisper's layout, .*\['decoder.gate'\]"):
+        recognizer_from_whisper(extra)
     odd = random_whisper(SMALL_EN)
     odd.encoder.positional_embedding.add_(0.01)
     with pytest.raises(ValueError, match="encoder.positional_embedding: expected Whisper's sinusoids, got values"):
