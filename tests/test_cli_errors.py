@@ -125,7 +125,7 @@ def test_speech_manifest_missing_and_a_corrupt_wav(tmp_path) -> None:
               "--model.init_args.decoder_tokenizer.init_args.vocab_size", "32"]  # fmt: skip
     missing = tmp_path / "nope/train.jsonl"
     message = fit_error(tmp_path, *common, "--data.init_args.train_manifest", str(missing))
-    assert message == f"manifest: expected a JSON-lines file, got '{missing}' (not found)"
+    assert message == f"train_manifest: expected a JSON-lines file, got '{missing}' (not found)"
     message = fit_error(tmp_path, *common, "--data.init_args.train_manifest", str(tmp_path / "train.jsonl"))
     assert message.startswith(
         f"{tmp_path / 'bad.wav'}: expected an audio file soundfile can read (listed at {tmp_path / 'train.jsonl'}:2), "

@@ -69,17 +69,17 @@ class Utterance:
     speaker: str | None = None
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
+def read_manifest(path: str | Path, name: str = "manifest") -> list[Utterance]:
     """The utterances of a NeMo JSON-lines manifest: one object per line with ``audio_filepath`` (absolute, or
     relative to the manifest's folder), ``duration`` (seconds), ``text`` and optionally ``speaker``; other keys are
-    ignored, blank lines skipped.
+    ignored, blank lines skipped. ``name`` is the argument that gave ``path``, for the error of a missing file.
 
     Raises:
         ValueError: naming the manifest and line: not JSON, a key missing or of the wrong type, a missing audio file.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"manifest: expected a JSON-lines file, got {str(path)!r} (not found)")
+        raise ValueError(f"{name}: expected a JSON-lines file, got {str(path)!r} (not found)")
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -384,4 +384,4 @@ class ManifestDataModule(SpeechDataModule):
         if path is None:
             name = "test_manifest" if split == "test" else "predict_manifest or test_manifest"
             raise ValueError(f"{name}: expected a manifest for the {split} split, got None")
-        return read_manifest(path)
+        return read_manifest(path, "predict_manifest (or test_manifest)" if split == "predict" else f"{split}_manifest")
