@@ -183,7 +183,7 @@ def throughput(task: str, gpu_recipe: bool, steps: int, warmup: int, data: list[
         args += ["--model.init_args.decoder_trunk.attention", "flex"] if task in DECODER_TASKS else []
     sys.argv = ["omni"]
     cli = OmniCLI(model_class=None, datamodule_class=None, subclass_mode_model=True, subclass_mode_data=True,
-                  auto_configure_optimizers=False, args=args, run=False)  # fmt: skip
+                  auto_configure_optimizers=False, save_config_callback=None, args=args, run=False)  # fmt: skip
     callbacks = [timer]
     if gpu_recipe:
         from omni.compile import CompileTrunks
