@@ -50,8 +50,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
 
 def load_task(cls: type[T], path: str | Path, map_location: Any = "cpu") -> T:
-    """``cls.load_from_checkpoint(path, weights_only=True)`` with ``load_checkpoint``'s errors."""
+    """``cls.load_from_checkpoint(path, weights_only=True)`` with ``load_checkpoint``'s errors; a checkpoint of
+    another task is refused by name."""
     p = _check_file(path)
+    theirs = (load_checkpoint(p).get("hyper_parameters") or {}).get("_class_path")
+    if isinstance(theirs, str) and theirs.rpartition(".")[2] != cls.__qualname__:
+        raise ValueError(f"{p}: expected a checkpoint of {cls.__module__}.{cls.__qualname__}, got one of {theirs}")
     try:
         return cls.load_from_checkpoint(p, map_location=map_location, weights_only=True)  # type: ignore[attr-defined]
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:

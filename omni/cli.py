@@ -52,7 +52,8 @@ class OmniCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Lightning's parsing, then: checkpoints named by ``--ckpt_path`` load with ``weights_only=True`` unless the
         command says otherwise, and a missing, corrupt or code-carrying one is refused with one ``ValueError`` naming
-        it before anything reads it (``omni.checkpoints``)."""
+        it before anything reads it (``omni.checkpoints``), as is a checkpoint of another task than the config's
+        (Lightning would otherwise rebuild the model from the checkpoint's hyperparameters and fail on the data)."""
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         config = self.config.get(sub) if sub else None
@@ -64,7 +65,29 @@ class OmniCLI(LightningCLI):
         if config["weights_only"] and ckpt and ckpt not in ("best", "last", "hpc", "registry"):
             from omni.checkpoints import load_checkpoint
 
-            load_checkpoint(ckpt)
+            theirs = (load_checkpoint(ckpt).get("hyper_parameters") or {}).get("_class_path")
+            model = config.get("model")
+            mine = model.get("class_path") if hasattr(model, "get") else None
+            if (
+                isinstance(theirs, str)
+                and isinstance(mine, str)
+                and theirs.rpartition(".")[2] != mine.rpartition(".")[2]
+            ):
+                raise ValueError(f"ckpt_path: expected a checkpoint of the config's {mine}, got one of {theirs}")
+
+    def instantiate_classes(self) -> None:
+        """Lightning's instantiation; a ``ValueError`` of a class's constructor (a bad mask expression, a missing data
+        folder), which jsonargparse wraps in its union report with the whole config, becomes one line naming the
+        part (model / data), its class and the constructor's own message (``omni.cli_errors.condense``)."""
+        from omni.cli_errors import condense
+
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            text = str(e)
+            if "\n" not in text.strip():
+                raise
+            raise ValueError(condense(text)) from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, plus omni's defaults where the config names none of their kind: ``best`` and
@@ -253,8 +276,10 @@ def main(args: list[str] | None = None) -> None:
     except ValueError as e:
         if os.environ.get("OMNI_DEBUG"):
             raise
+        from omni.cli_errors import one_line
+
         command = " ".join(["omni", *argv[:1]])
-        sys.stderr.write(f"{command}: error: {' '.join(str(e).split())}\n")
+        sys.stderr.write(f"{command}: error: {one_line(e)}\n")
         raise SystemExit(2) from None
 
 
@@ -283,6 +308,11 @@ def _main(argv: list[str], args: list[str] | None) -> None:
         from omni.export import main as export_command
 
         export_command(argv[1:])
+        return
+    if argv[:1] == ["import-whisper"]:
+        from omni.whisper import main as import_whisper
+
+        import_whisper(argv[1:])
         return
     if argv[:1] == ["rollout"]:
         from omni.rollout_command import main as rollout_command

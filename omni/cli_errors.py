@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
-__all__ = ["OmniArgumentParser", "condense"]
+__all__ = ["OmniArgumentParser", "condense", "one_line"]
 
 _NOISE = (
     re.compile(r"^Does not validate against any of the Union subtypes"),
@@ -27,6 +27,9 @@ _NOISE = (
 )
 _KEY = re.compile(r'^Parser key "([^"]+)":\s*(.*)$')
 _CLASS = re.compile(r"^- Problem with given class_path '([^']+)':\s*(.*)$")
+# jsonargparse's report of a constructor's error: the base classes tried name the part, the given value its class
+_PART = re.compile(r"^Subtypes: \[<class 'lightning\.pytorch\.core\.(module|datamodule)\.")
+_GIVEN_CLASS = re.compile(r"^Given value: Namespace\(class_path='([^']+)'")
 
 
 def condense(message: str) -> str:
@@ -36,6 +39,10 @@ def condense(message: str) -> str:
         return message.strip()
     key, cls, causes = None, None, []
     for line in lines:
+        if m := _PART.match(line):
+            key = key or {"module": "model", "datamodule": "data"}[m.group(1)]
+        if m := _GIVEN_CLASS.match(line):
+            cls = cls or m.group(1)
         if m := _KEY.match(line):
             key = key or m.group(1)
             line = m.group(2)
@@ -43,10 +50,20 @@ def condense(message: str) -> str:
             cls = cls or m.group(1)
             line = m.group(2)
         if line and not any(p.match(line) for p in _NOISE):
-            causes.append(line.rstrip(":"))
+            causes.append(line.removeprefix("- ").rstrip(":"))
     where = " ".join(part for part in (key, f"({cls})" if cls else None) if part)
     cause = "; ".join(dict.fromkeys(causes)) or lines[0]
     return f"{where}: {cause}" if where else cause
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message as one line. A DataLoader worker's error carries the worker's whole traceback ("Caught
+    ValueError in DataLoader worker process 0. Original Traceback ..."): only its last line, the message, is kept."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        text = last.removeprefix(f"{type(error).__name__}: ")
+    return " ".join(text.split())
 
 
 class OmniArgumentParser(LightningArgumentParser):

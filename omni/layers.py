@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from omni.choices import check_choice
 from omni.dropout import Dropout
 
-__all__ = ["MLP", "DropPath", "FourierFeatures", "make_act", "make_norm", "sincos_1d", "sincos_2d"]
+__all__ = ["MLP", "DropPath", "FourierFeatures", "SincosLayout", "make_act", "make_norm", "sincos_1d", "sincos_2d"]
 
 NormName = Literal["layernorm", "rmsnorm"]
 ActName = Literal["gelu", "relu", "silu"]
+SincosLayout = Literal["vaswani", "whisper"]
 
 _ACTS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -42,19 +43,28 @@ def make_act(kind: ActName) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- position encodings
-def sincos_1d(pos: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+def sincos_1d(pos: Tensor, dim: int, max_period: float = 10_000.0, layout: SincosLayout = "vaswani") -> Tensor:
     """Transformer sin-cos encoding of real-valued positions.
 
     Args:
         pos: (...,) positions (any real values).
         dim: output width, even.
+        layout: ``vaswani``: w_i = max_period ** (-i / (dim / 2)); ``whisper``: w_i = max_period ** (-i / (dim / 2
+            - 1)), Whisper's ``sinusoids`` (its last frequency is exactly 1 / max_period).
     Returns:
-        (..., dim): [sin(pos * w_i), cos(pos * w_i)] with w_i = max_period ** (-i / (dim / 2)).
+        (..., dim): [sin(pos * w_i), cos(pos * w_i)] for i in [0, dim / 2).
     """
     if dim % 2:
         raise ValueError(f"dim: expected an even width for sin-cos encoding, got {dim}")
+    check_choice("layout", layout, SincosLayout)
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=pos.device, dtype=torch.float32) / half)
+    if layout == "whisper" and half < 2:
+        raise ValueError(f"dim: expected a width >= 4 for Whisper's sinusoids, got {dim}")
+    index = torch.arange(half, device=pos.device, dtype=torch.float32)
+    if layout == "vaswani":
+        freqs = torch.exp(-math.log(max_period) * index / half)
+    else:  # in Whisper's order of operations, so that the float32 values agree bit for bit
+        freqs = torch.exp(-(math.log(max_period) / (half - 1)) * index)
     angles = pos.float().unsqueeze(-1) * freqs
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 

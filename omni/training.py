@@ -301,7 +301,32 @@ class OmniTask(L.LightningModule):
         checkpoint["omni_rng"] = _rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_checkpoint(checkpoint)
         self._resume_rng = checkpoint.get("omni_rng")
+
+    def _check_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of another task, or of this task at other sizes, is one ``ValueError`` naming the task or
+        the first weights that differ, before Lightning's multi-line state-dict error."""
+        mine = f"{type(self).__module__}.{type(self).__qualname__}"
+        theirs = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+        if isinstance(theirs, str) and theirs.rpartition(".")[2] != type(self).__qualname__:
+            raise ValueError(f"ckpt_path: expected a checkpoint of {mine}, got one of {theirs}")
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict):
+            return
+        own = self.state_dict()
+        missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = [
+            f"{k} {tuple(state[k].shape)} (this config: {tuple(own[k].shape)})"
+            for k in own
+            if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+        ]
+        if missing or unknown or shapes:
+            parts = [f"missing {missing[:3]}"] * bool(missing) + [f"unexpected {unknown[:3]}"] * bool(unknown)
+            parts += [f"other shapes: {', '.join(shapes[:3])}"] * bool(shapes)
+            raise ValueError(
+                f"ckpt_path: expected the weights of this config's {type(self).__name__}, got {'; '.join(parts)}"
+            )
 
     def on_train_epoch_start(self) -> None:
         # Restored here, not at load time: the sanity check and set-up between load and the first resumed epoch

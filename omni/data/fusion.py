@@ -48,7 +48,10 @@ def load_shard(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             arrays = {name: z[name] for name in z.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable shard (truncated or corrupt?): {err}") from err
+        raise ValueError(
+            f"{path}: expected a shard written by `omni data fusion`, got an unreadable file (truncated or corrupt?): "
+            f"{type(err).__name__}: {err}"
+        ) from None
     n = None
     for name, (shape, _) in SHARD_FIELDS.items():
         if name not in arrays:

@@ -37,7 +37,10 @@ class _FileList(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         path, label = self.samples[i]
-        return pil_loader(path), label  # pil_loader converts to RGB
+        try:
+            return pil_loader(path), label  # pil_loader converts to RGB
+        except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            raise ValueError(f"{path}: expected an image file PIL can read, got {type(e).__name__}: {e}") from None
 
 
 def _class_dirs(folder: Path) -> list[str]:

@@ -94,15 +94,27 @@ def load_minari(dataset_id: str, root: str | Path | None = None) -> Episodes:
     if not (data_path / "metadata.json").exists():
         raise ValueError(f"dataset_id: no Minari dataset {dataset_id!r} under {folder} (looked for {data_path})")
     # What minari.load_dataset does, at an explicit root rather than the process-wide environment variable.
-    ds = MinariDataset(data_path)
-    obs_space, act_space = ds.observation_space, ds.action_space
+    try:
+        ds = MinariDataset(data_path)
+        obs_space, act_space = ds.observation_space, ds.action_space
+    except (AssertionError, OSError, KeyError, TypeError, ValueError) as e:  # h5py and Minari's own checks
+        raise ValueError(
+            f"{data_path}: expected a readable Minari dataset (metadata.json and main_data.hdf5), got "
+            f"{type(e).__name__}: {e}"
+        ) from None
     if not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1):
         raise ValueError(f"{dataset_id}: observation_space: expected a flat Box (one axis), got {obs_space} ({folder})")
     discrete, num_actions = _action_kind(act_space, dataset_id)
     start = int(act_space.start) if discrete else 0
 
     obs, act, rew, term, trunc = [], [], [], [], []
-    for i, ep in enumerate(ds.iterate_episodes()):
+    try:
+        episodes = list(ds.iterate_episodes())
+    except (AssertionError, OSError, KeyError) as e:  # a truncated or damaged main_data.hdf5
+        raise ValueError(
+            f"{data_path}: expected readable episodes in main_data.hdf5, got {type(e).__name__}: {e}"
+        ) from None
+    for i, ep in enumerate(episodes):
         t = len(ep.rewards)
         o = np.asarray(ep.observations, dtype=np.float32)
         if len(o) != t + 1:

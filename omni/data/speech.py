@@ -35,6 +35,7 @@ from omni.choices import check_choice
 from omni.data.base import OmniDataModule
 from omni.data.buckets import BatchOf, DurationBucketSampler
 from omni.data.text import BLANK, BOS, EOS, PAD, CharVocab, SubwordVocab, Vocab, normalize_text
+from omni.data.whisper_vocab import WhisperVocab
 
 __all__ = [
     "ManifestDataModule",
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 SpeechSplit = Literal["train", "val", "test", "predict"]
-VocabKind = Literal["char", "subword"]
+VocabKind = Literal["char", "subword", "whisper", "whisper.en"]
 MANIFEST_KEYS = ("audio_filepath", "duration", "text")
 STAGE_SPLITS: dict[str, tuple[SpeechSplit, ...]] = {
     "fit": ("train", "val"),
@@ -68,17 +69,17 @@ class Utterance:
     speaker: str | None = None
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
+def read_manifest(path: str | Path, name: str = "manifest") -> list[Utterance]:
     """The utterances of a NeMo JSON-lines manifest: one object per line with ``audio_filepath`` (absolute, or
     relative to the manifest's folder), ``duration`` (seconds), ``text`` and optionally ``speaker``; other keys are
-    ignored, blank lines skipped.
+    ignored, blank lines skipped. ``name`` is the argument that gave ``path``, for the error of a missing file.
 
     Raises:
         ValueError: naming the manifest and line: not JSON, a key missing or of the wrong type, a missing audio file.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"manifest: expected a JSON-lines file, got {str(path)!r} (not found)")
+        raise ValueError(f"{name}: expected a JSON-lines file, got {str(path)!r} (not found)")
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -151,7 +152,7 @@ class SpeechDataset(Dataset):
         """
         self.utterances, self.sample_rate, self.speeds = list(utterances), sample_rate, speeds
         self.texts = [normalize_text(u.text) for u in self.utterances]
-        self.ids = [torch.tensor([BOS, *vocab.encode(t), EOS]) for t in self.texts]
+        self.ids = [torch.tensor([vocab.bos_id, *vocab.encode(t), vocab.eos_id]) for t in self.texts]
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -190,7 +191,9 @@ class SpeechDataModule(OmniDataModule):
 
     ``vocab`` (the object) is there after construction for ``vocab="char"`` and after ``setup`` for ``"subword"``
     (it is learned from the training transcripts); ``vocab_size`` is known after construction for both (a subword
-    vocabulary has at most ``subword_size`` ids). ``pad_id`` = ``blank_id`` = 0, ``bos_id`` = 1, ``eos_id`` = 2.
+    vocabulary has at most ``subword_size`` ids). ``pad_id`` = ``blank_id`` = 0, ``bos_id`` = 1, ``eos_id`` = 2;
+    ``whisper`` / ``whisper.en`` (Whisper's own tokenizer, to fine-tune a Whisper checkpoint) has its own ids (see
+    ``omni.data.whisper_vocab``).
     """
 
     pad_id, blank_id, bos_id, eos_id = PAD, BLANK, BOS, EOS
@@ -210,8 +213,9 @@ class SpeechDataModule(OmniDataModule):
     ) -> None:
         """
         Args:
-            vocab: ``char`` (letters, space and apostrophe) or ``subword`` (a BPE learned from the training
-                transcripts in ``setup``).
+            vocab: ``char`` (letters, space and apostrophe), ``subword`` (a BPE learned from the training
+                transcripts in ``setup``), or Whisper's tokenizer: ``whisper`` (multilingual models) or
+                ``whisper.en`` (English-only models); needs the ``whisper`` extra.
             subword_size: ids of the subword vocabulary, specials included (>= 32).
             sample_rate: Hz every waveform is resampled to.
             max_batch_seconds: the most padded audio per batch, in seconds (batch size x its longest utterance;
@@ -238,8 +242,17 @@ class SpeechDataModule(OmniDataModule):
         self.vocab_kind, self.subword_size, self.sample_rate, self.seed = vocab, subword_size, sample_rate, seed
         self.max_batch_seconds, self.num_buckets, self.batch_size = max_batch_seconds, num_buckets, batch_size
         self.max_duration, self.speed_perturb = max_duration, list(speed_perturb or [])
-        self.vocab: Vocab | None = CharVocab() if vocab == "char" else None
+        self.vocab: Vocab | WhisperVocab | None = CharVocab() if vocab == "char" else None
         self.vocab_size = CharVocab().vocab_size if vocab == "char" else subword_size
+        if vocab in ("whisper", "whisper.en"):
+            self.vocab = WhisperVocab.from_kind(vocab)
+            self.vocab_size = self.vocab.vocab_size
+            self.pad_id, self.blank_id, self.bos_id, self.eos_id = (
+                self.vocab.pad_id,
+                self.vocab.blank_id,
+                self.vocab.bos_id,
+                self.vocab.eos_id,
+            )
         self.predict_set: SpeechDataset | None = None
         self._train_utts: list[Utterance] | None = None
 
@@ -336,7 +349,7 @@ class ManifestDataModule(SpeechDataModule):
             val_manifest: the validation manifest.
             test_manifest: the test manifest; needed by ``test``.
             predict_manifest: what ``predict`` transcribes; None: the test manifest.
-            vocab: ``char`` or ``subword``; see ``SpeechDataModule``.
+            vocab: ``char``, ``subword``, ``whisper`` or ``whisper.en``; see ``SpeechDataModule``.
             subword_size: ids of the subword vocabulary, specials included (>= 32).
             sample_rate: Hz every waveform is resampled to.
             max_batch_seconds: the most padded audio per batch, in seconds.
@@ -371,4 +384,4 @@ class ManifestDataModule(SpeechDataModule):
         if path is None:
             name = "test_manifest" if split == "test" else "predict_manifest or test_manifest"
             raise ValueError(f"{name}: expected a manifest for the {split} split, got None")
-        return read_manifest(path)
+        return read_manifest(path, "predict_manifest (or test_manifest)" if split == "predict" else f"{split}_manifest")

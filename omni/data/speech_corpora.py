@@ -62,7 +62,7 @@ class LibriSpeechDataModule(SpeechDataModule):
                 ``train-other-500``).
             val_split: the validation subset (``dev-clean`` or ``dev-other``).
             test_split: the test subset (``test-clean`` or ``test-other``), also what ``predict`` transcribes.
-            vocab: ``char`` or ``subword`` (a BPE learned from the training transcripts).
+            vocab: ``char``, ``subword`` (a BPE learned from the training transcripts), ``whisper`` or ``whisper.en``.
             subword_size: ids of the subword vocabulary, specials included (>= 32).
             sample_rate: Hz every waveform is resampled to (LibriSpeech is recorded at 16 kHz).
             max_batch_seconds: the most padded audio per batch, in seconds.
@@ -139,7 +139,7 @@ class SpeechCommandsDataModule(SpeechDataModule):
         """
         Args:
             root: the folder holding ``SpeechCommands/``.
-            vocab: ``char`` or ``subword`` (a BPE learned from the training words).
+            vocab: ``char``, ``subword`` (a BPE learned from the training words), ``whisper`` or ``whisper.en``.
             subword_size: ids of the subword vocabulary, specials included (>= 32).
             sample_rate: Hz every waveform is resampled to (the clips are 16 kHz).
             max_batch_seconds: the most padded audio per batch, in seconds (clips last at most 1 s).

@@ -79,6 +79,7 @@ class CharVocab:
     """Characters: the specials (0-3), then ``" abcdefghijklmnopqrstuvwxyz'"`` (ids 4-31); ``vocab_size`` = 32."""
 
     kind = "char"
+    pad_id, blank_id, bos_id, eos_id = PAD, BLANK, BOS, EOS
 
     def __init__(self) -> None:
         self.symbols = ALPHABET
@@ -112,6 +113,7 @@ class SubwordVocab:
     """
 
     kind = "subword"
+    pad_id, blank_id, bos_id, eos_id = PAD, BLANK, BOS, EOS
 
     def __init__(self, tokenizer: Tokenizer, vocab_size: int) -> None:
         """
@@ -165,7 +167,8 @@ Vocab = CharVocab | SubwordVocab
 
 
 def vocab_from_dict(d: dict[str, Any]) -> CharVocab | SubwordVocab:
-    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores)."""
+    """The vocabulary ``vocab.to_dict()`` describes (what a checkpoint stores); Whisper's: see
+    ``omni.data.whisper_vocab.load_vocab``."""
     if not isinstance(d, dict) or d.get("kind") not in ("char", "subword"):
         got = d.get("kind") if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"d: expected a dict with kind 'char' or 'subword', got {got!r}")

@@ -50,6 +50,7 @@ class Seq2Seq(OmniTask):
         label_smoothing: float = 0.0,
         inputs: dict[str, str] | None = None,
         optim: OptimConfig | None = None,
+        tie_embeddings: bool = False,
     ) -> None:
         """
         Args:
@@ -67,6 +68,8 @@ class Seq2Seq(OmniTask):
             label_smoothing: cross-entropy label smoothing while training.
             inputs: {encoder tokenizer name: batch key}; default the batch's ``inputs`` dict or the tokenizer's name.
             optim: optimizer and schedule settings.
+            tie_embeddings: the output layer is the decoder's id embedding, transposed, without a bias (GPT-2,
+                Whisper); False: a layer of its own.
         """
         super().__init__(trunk, tokenizers, None, None, inputs, optim)
         self.save_hyperparameters()
@@ -91,7 +94,10 @@ class Seq2Seq(OmniTask):
         for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
             if not 0 <= value < tok.vocab_size:
                 raise ValueError(f"{name}: expected an id in [0, vocab_size={tok.vocab_size}), got {value}")
-        self.decoder = OmniModel({TARGET: tok}, cfg, heads={"logits": TokenHead(cfg.dim, tok.vocab_size, TARGET)})
+        head = TokenHead(cfg.dim, tok.vocab_size, TARGET, bias=not tie_embeddings)
+        if tie_embeddings:
+            head.fc.weight = tok.embed.weight
+        self.decoder = OmniModel({TARGET: tok}, cfg, heads={"logits": head})
         self._check_causal()
         self.vocab_size, self.pad_id, self.bos_id, self.eos_id = tok.vocab_size, tok.pad_id, bos_id, eos_id
         self.beams, self.length_penalty, self.max_decode_len = beams, length_penalty, max_decode_len

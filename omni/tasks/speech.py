@@ -38,6 +38,7 @@ __all__ = ["Decoder", "SpeechRecognizer"]
 
 Decoder = Literal["ctc_greedy", "ctc_beam", "greedy", "beam", "joint"]
 DECODERS: tuple[str, ...] = ("ctc_greedy", "ctc_beam", "greedy", "beam", "joint")
+CTC_DECODERS: tuple[str, ...] = ("ctc_greedy", "ctc_beam", "joint")  # the decoders that read the CTC head
 
 
 class SpeechRecognizer(Seq2Seq):
@@ -68,6 +69,8 @@ class SpeechRecognizer(Seq2Seq):
         audio: str = "audio",
         inputs: dict[str, str] | None = None,
         optim: OptimConfig | None = None,
+        tie_embeddings: bool = False,
+        init_weights: str | None = None,
     ) -> None:
         """
         Args:
@@ -75,7 +78,8 @@ class SpeechRecognizer(Seq2Seq):
             tokenizers: the encoder's tokenizers, e.g. ``audio: omni.tokenizers.MelSpectrogramTokenizer``.
             decoder_trunk: the decoder's sizes (``cross_attention: true``, causal masks).
             decoder_tokenizer: the transcript's ``TextTokenizer``; its ``vocab_size`` is the data's vocabulary.
-            ctc_weight: the CTC share of the training loss (ESPnet: 0.3); 1 trains the CTC head alone.
+            ctc_weight: the CTC share of the training loss (ESPnet: 0.3); 1 trains the CTC head alone; 0 with only
+                attention decoders (``greedy``, ``beam``) builds no CTC head at all.
             decoder: the decoder of predictions, ``omni transcribe`` and ``test/wer``.
             val_decoder: the decoder of ``val/wer`` (the cheap CTC best path by default).
             test_decoders: decoders scored at test (default: all five).
@@ -89,10 +93,15 @@ class SpeechRecognizer(Seq2Seq):
             blank_id: the CTC blank (the padding id of every omni vocabulary).
             audio: the name of the encoder tokenizer the CTC head reads.
             inputs, optim: as every task's.
+            tie_embeddings: the decoder's output layer is its id embedding (Whisper's); see ``Seq2Seq``.
+            init_weights: a ``model.safetensors`` of this same model (``omni import-whisper``, ``omni export``) to
+                start from: every weight is loaded, strictly, when a trainer first sets the task up (before a
+                ``--ckpt_path`` is restored over it; a checkpoint loaded without a trainer does not read it).
+                None: a fresh initialisation.
         """
         super().__init__(
             trunk, tokenizers, decoder_trunk, decoder_tokenizer, bos_id, eos_id, beams, length_penalty,
-            max_decode_len, label_smoothing, inputs, optim,
+            max_decode_len, label_smoothing, inputs, optim, tie_embeddings,
         )  # fmt: skip
         self.save_hyperparameters()
         for name, weight in (("ctc_weight", ctc_weight), ("joint_ctc_weight", joint_ctc_weight)):
@@ -109,7 +118,11 @@ class SpeechRecognizer(Seq2Seq):
             )
         if ctc_beams < 1:
             raise ValueError(f"ctc_beams: expected >= 1, got {ctc_beams}")
-        self.model.heads["ctc"] = CTCHead(self.model.dim, self.vocab_size, tokenizer=audio, blank_id=blank_id)
+        # No CTC head where nothing reads it (ctc_weight 0 and only attention decoders, as for an imported Whisper):
+        # its log-softmax over every frame and a 51,865-id vocabulary would cost more than the decoder.
+        self.has_ctc = ctc_weight > 0 or bool({decoder, val_decoder, *self.test_decoders} & set(CTC_DECODERS))
+        if self.has_ctc:
+            self.model.heads["ctc"] = CTCHead(self.model.dim, self.vocab_size, tokenizer=audio, blank_id=blank_id)
         self.ctc_weight, self.joint_ctc_weight, self.blank_id, self.audio = (
             ctc_weight,
             joint_ctc_weight,
@@ -124,10 +137,31 @@ class SpeechRecognizer(Seq2Seq):
             for d in self.test_decoders:
                 make = SafeWordErrorRate if metric == "wer" else SafeCharErrorRate
                 self.add_metric(f"{metric}_{d}", make, stages=("test",))
+        self.init_weights = init_weights
+
+    def _load_weights(self, path: str) -> None:
+        """Load a safetensors state dict of this model, strictly; a one-line ValueError names the file and keys."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path)
+        except (OSError, SafetensorError) as e:
+            raise ValueError(f"init_weights: expected a readable model.safetensors, got {path!r} ({e})") from None
+        mine = self.state_dict()
+        missing, unknown = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+        wrong = [k for k in mine if k in state and state[k].shape != mine[k].shape]
+        if missing or unknown or wrong:
+            got = f"missing {missing[:3]}, unknown {unknown[:3]}, other shapes {wrong[:3]}"
+            raise ValueError(f"init_weights: expected the weights of this model's config in {path}, got {got}")
+        self.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ vocabulary
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if self.init_weights is not None:
+            self._load_weights(self.init_weights)
+            self.init_weights = None  # once: a later stage of the same run keeps the trained weights
         data = getattr(self.trainer, "datamodule", None)
         if getattr(data, "vocab", None) is not None:
             self.vocab = data.vocab
@@ -140,9 +174,9 @@ class SpeechRecognizer(Seq2Seq):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if "omni_vocab" in checkpoint:
-            from omni.data.text import vocab_from_dict
+            from omni.data.whisper_vocab import load_vocab
 
-            self.vocab = vocab_from_dict(checkpoint["omni_vocab"])
+            self.vocab = load_vocab(checkpoint["omni_vocab"])
 
     def text_of(self, ids: Sequence[int]) -> str:
         if self.vocab is None:
@@ -153,10 +187,12 @@ class SpeechRecognizer(Seq2Seq):
     def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:
         ids, mask = self.target(batch)
         enc = outputs["encoder"]
+        att = super().loss(outputs, batch, stage)
+        if not self.has_ctc:
+            return {"loss": att, "att": att}
         frames = self.model.heads["ctc"].lengths(enc["output"])
         # CTC targets: the transcript without BOS and EOS (ids past each length are ignored)
         ctc = CTCHead.loss(enc["ctc"], frames, ids[:, 1:], mask.sum(dim=1) - 2, self.blank_id)
-        att = super().loss(outputs, batch, stage)
         return {"loss": self.ctc_weight * ctc + (1.0 - self.ctc_weight) * att, "ctc": ctc, "att": att}
 
     # ------------------------------------------------------------------ decoding
@@ -167,7 +203,10 @@ class SpeechRecognizer(Seq2Seq):
     def transcribe_all(self, enc_inputs: Mapping[str, Any], decoders: Sequence[str]) -> dict[str, list[str]]:
         """{decoder: transcripts}: the encoder runs once for all of them."""
         enc = self.model(enc_inputs)
-        log_probs, lengths = enc["ctc"], self.model.heads["ctc"].lengths(enc["output"])
+        if not self.has_ctc and set(decoders) & set(CTC_DECODERS):
+            raise ValueError(f"decoder: expected an attention decoder (this model has no CTC head), got {decoders}")
+        log_probs = enc.get("ctc")
+        lengths = self.model.heads["ctc"].lengths(enc["output"]) if self.has_ctc else None
         out: dict[str, list[str]] = {}
         common = {"prompt": self.bos_id, "eos_id": self.eos_id, "max_len": self.max_decode_len}
         for d in decoders:
@@ -239,7 +278,8 @@ class SpeechRecognizer(Seq2Seq):
         lines = ["key\treference\thypothesis\tedits\twords"]
         lines += [f"{key}\t{ref}\t{hyp}\t{edits}\t{words}" for edits, key, ref, hyp, words in rows]
         (run_dir / "errors.tsv").write_text("\n".join(lines) + "\n")
-        self._plot_alignment(run_dir / "alignment.png")
+        if self.has_ctc:
+            self._plot_alignment(run_dir / "alignment.png")
 
     def _plot_alignment(self, path: Path) -> None:
         data = getattr(self.trainer, "datamodule", None)

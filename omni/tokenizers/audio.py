@@ -23,10 +23,11 @@ from omni.layers import sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["AudioLevel", "AudioStem", "MelSpectrogramTokenizer", "SpecAugment"]
+__all__ = ["AudioLevel", "AudioPositions", "AudioStem", "MelSpectrogramTokenizer", "SpecAugment"]
 
 AudioStem = Literal["whisper", "conv2d"]
 AudioLevel = Literal["whisper", "peak"]
+AudioPositions = Literal["sincos", "whisper"]
 
 SAMPLE_RATE = 16000  # Hz, Whisper's rate
 N_FFT = 400  # 25 ms window at 16 kHz
@@ -104,6 +105,11 @@ class MelSpectrogramTokenizer(nn.Module):
     unlike the training voices that Whisper's per-bin first conv lacks. Padding stays exact the same way.
 
     Every token's ``pos`` is the (seconds,) at which its 20 ms window starts; ``group`` and ``sample`` are 0.
+
+    Whisper's own input, to run a Whisper checkpoint exactly (``omni.whisper``): ``window_seconds=30`` zero-pads
+    every clip to 30 s (3,000 frames, 1,500 tokens, all of them real, as Whisper attends its padding) and lets the
+    stem's first conv see zeros past the window's edge, as Whisper's does; ``positions="whisper"`` adds Whisper's
+    ``sinusoids`` instead of omni's sin-cos (their frequencies are spaced differently).
     """
 
     modalities: tuple[str, ...] = ("audio",)
@@ -120,6 +126,8 @@ class MelSpectrogramTokenizer(nn.Module):
         stem: AudioStem = "whisper",
         stem_channels: int = 64,
         level: AudioLevel = "whisper",
+        positions: AudioPositions = "sincos",
+        window_seconds: float | None = None,
         content_scale: float | None = None,
     ) -> None:
         """
@@ -139,6 +147,11 @@ class MelSpectrogramTokenizer(nn.Module):
             stem_channels: channels of the ``conv2d`` stem's two convolutions.
             level: ``whisper`` (``(x + 4) / 4``: Whisper's fixed scale, so a louder clip is a shifted one) or
                 ``peak`` (``(x - peak) / 4 + 1``: each clip's loudest bin at 1, its floor at -1, whatever its gain).
+            positions: the fixed encoding added to token i: ``sincos`` (``omni.layers.sincos_1d``) or ``whisper``
+                (Whisper's ``sinusoids``: the same with its frequencies spaced by dim / 2 - 1).
+            window_seconds: None: each clip as long as it is (padding in a batch is exact). A number: every clip
+                is zero-padded to this many seconds and all the window's tokens are real (Whisper: 30); a longer
+                clip raises.
             content_scale: the stem's output is multiplied by this before the position encoding is added. None:
                 sqrt(D) for ``conv2d`` (ESPnet's ``PositionalEncoding.xscale``: at initialisation the stem's output
                 is ~0.04 RMS against the encoding's 0.71, and an encoder that sees mostly positions learns slowly)
@@ -183,6 +196,11 @@ class MelSpectrogramTokenizer(nn.Module):
         if stem_channels < 1:
             raise ValueError(f"stem_channels: expected a positive int, got {stem_channels!r}")
         self.stem = stem
+        check_choice("positions", positions, AudioPositions)
+        self.positions = positions
+        if window_seconds is not None and not window_seconds * sample_rate >= self.hop_length * stride:
+            raise ValueError(f"window_seconds: expected None or at least one token's seconds, got {window_seconds!r}")
+        self.window_seconds = window_seconds
         check_choice("level", level, AudioLevel)
         self.level = level
         if content_scale is not None and not content_scale > 0:
@@ -202,7 +220,10 @@ class MelSpectrogramTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ sizes
     def num_tokens(self, num_samples: int) -> int:
-        """Tokens for a clip of ``num_samples`` samples at the tokenizer's rate: ceil((samples // hop) / stride)."""
+        """Tokens for a clip of ``num_samples`` samples at the tokenizer's rate: ceil((samples // hop) / stride)
+        (with ``window_seconds``: the window's, whatever the clip's length)."""
+        if self.window_seconds is not None:
+            num_samples = round(self.window_seconds * self.sample_rate)
         frames = _frames(int(num_samples), self.hop_length)
         if frames < 1:
             raise ValueError(
@@ -298,6 +319,8 @@ class MelSpectrogramTokenizer(nn.Module):
         """
         audio, lengths, sample_rate = self._check(audio, lengths, sample_rate)
         audio, lengths = self._resample(audio, lengths, sample_rate)
+        if self.window_seconds is not None:
+            audio, lengths = self._to_window(audio, lengths), None
         log_spec, frame_mask = self.log_mel(audio, lengths)  # (B, M, F), (B, F)
         n_frames = log_spec.shape[-1]
         floor = log_spec.amax(dim=(1, 2), keepdim=True) - DYNAMIC_RANGE / 4.0  # (B, 1, 1), normalised units
@@ -305,7 +328,9 @@ class MelSpectrogramTokenizer(nn.Module):
             log_spec = self.spec_augment(log_spec, floor)  # identity in eval mode
         # One extra frame at the floor: the first conv then sees the clip's silence past its end, whether the clip
         # is alone or padded in a batch (its own zero padding would differ from the floor the padding holds).
-        x = torch.cat([log_spec, floor.expand(-1, self.n_mels, 1)], dim=-1).to(self.conv1.weight.dtype)
+        # (Whisper's window ends at its edge: its conv pads with zeros there.)
+        edge = floor if self.window_seconds is None else torch.zeros_like(floor)
+        x = torch.cat([log_spec, edge.expand(-1, self.n_mels, 1)], dim=-1).to(self.conv1.weight.dtype)
         if self.stem == "conv2d":
             x, n_real = self._conv2d_stem(x, frame_mask)
         else:
@@ -313,9 +338,23 @@ class MelSpectrogramTokenizer(nn.Module):
         token_idx = torch.arange(x.shape[1], device=x.device)
         pad = token_idx < n_real[:, None]  # (B, N)
         x = x * (pad[..., None] * self.content_scale)
-        x = x + sincos_1d(token_idx, self.dim).to(x.dtype)
+        layout = "vaswani" if self.positions == "sincos" else "whisper"
+        x = x + sincos_1d(token_idx, self.dim, layout=layout).to(x.dtype)
         seconds = (token_idx.float() * self.token_seconds)[:, None]  # (N, 1)
         return Tokens.create(x, modality=0, pos=seconds, pad=pad)
+
+    def _to_window(self, audio: Tensor, lengths: Tensor | None) -> Tensor:
+        """(B, T) clips -> (B, W) clips zero-padded to ``window_seconds`` (W samples): zeros past each length."""
+        size = round(self.window_seconds * self.sample_rate)
+        longest = audio.shape[1] if lengths is None else int(lengths.max())
+        if longest > size:
+            raise ValueError(
+                f"audio: expected clips of at most window_seconds={self.window_seconds} s ({size} samples at "
+                f"{self.sample_rate} Hz), got {longest} samples"
+            )
+        if lengths is not None:
+            audio = audio * (torch.arange(audio.shape[1], device=audio.device) < lengths[:, None])
+        return F.pad(audio[:, :size], (0, size - min(size, audio.shape[1])))
 
     def _conv2d_stem(self, x: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
         """(B, M, F + 1) log-mel with one floor frame appended -> (B, N, D) tokens and (B,) real token counts.

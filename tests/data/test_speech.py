@@ -176,7 +176,7 @@ def test_unreadable_audio_and_missing_manifest(corpus):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"vocab": "word"}, "vocab: expected one of 'char', 'subword', got 'word'"),
+        ({"vocab": "word"}, "vocab: expected one of 'char', 'subword', 'whisper', 'whisper.en', got 'word'"),
         ({"subword_size": 20}, "subword_size: expected an int >= 32"),
         ({"max_batch_seconds": -1.0}, "max_batch_seconds: expected a positive number of seconds"),
         ({"batch_size": 0}, "batch_size: expected >= 1, got 0"),
