@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from omni.cli_errors import OmniArgumentParser
+from omni.training import all_ranks, run_directory
 
 __all__ = ["OmniCLI", "main"]
 
@@ -113,25 +114,30 @@ class OmniCLI(LightningCLI):
         self._report()
 
     def after_predict(self) -> None:
-        """Save what ``predict`` returned as ``predictions.pt`` in the run directory (Lightning discards it)."""
+        """Save what ``predict`` returned as ``predictions.pt`` in the run directory (Lightning discards it).
+
+        Under DDP every rank predicts its share (rank r the rows r, r + W, r + 2W, ... of the order one process
+        predicts in, as the samplers deal them); the shares are gathered and interleaved back into that order."""
         batches = self.trainer.predict_loop.predictions
-        if not batches or not self.trainer.is_global_zero:
-            return
-        if isinstance(batches[0], list):  # several dataloaders: keep the first
+        if batches and isinstance(batches[0], list):  # several dataloaders: keep the first
             batches = batches[0]
-        if isinstance(batches[0], dict):
-            merged = {k: _concat([b[k] for b in batches]) for k in batches[0]}
-        else:
-            merged = _concat(list(batches))
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        mine = None
+        if batches:
+            mine = {k: _concat([b[k] for b in batches]) for k in batches[0]} if isinstance(batches[0], dict) else (
+                _concat(list(batches)))  # fmt: skip
+        shares = all_ranks(mine)  # a collective under DDP: every rank, before the rank test
+        run_dir = run_directory(self.trainer)
+        if not self.trainer.is_global_zero or run_dir is None or any(share is None for share in shares):
+            return
+        merged = _interleave(shares)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save(merged, run_dir / "predictions.pt")
         print(f"predictions: {run_dir / 'predictions.pt'}")
 
     def _report(self) -> None:
-        if not self.trainer.is_global_zero:
+        run_dir = run_directory(self.trainer)  # a collective under DDP: every rank, before the rank test
+        if not self.trainer.is_global_zero or run_dir is None:
             return
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         metrics_file = run_dir / "metrics.json"
         if metrics_file.exists():
             metrics = json.loads(metrics_file.read_text())["metrics"]
@@ -145,6 +151,16 @@ def _concat(parts: list[Any]) -> Any:
     if isinstance(parts[0], list | tuple):
         return [item for part in parts for item in part]
     return torch.cat(parts)
+
+
+def _interleave(shares: list[Any]) -> Any:
+    """Every rank's predictions back in one order: row i of rank r is row i * W + r (W ranks). Dicts per key."""
+    if len(shares) == 1:
+        return shares[0]
+    if isinstance(shares[0], dict):
+        return {k: _interleave([share[k] for share in shares]) for k in shares[0]}
+    rows = [share[i] for i in range(max(len(share) for share in shares)) for share in shares if i < len(share)]
+    return rows if isinstance(shares[0], list | tuple) else torch.stack(rows)
 
 
 def viz_masks(argv: list[str]) -> Path:

@@ -28,7 +28,18 @@ from torchmetrics import Metric
 from omni.model import OmniModel
 from omni.transformer import TransformerConfig
 
-__all__ = ["STAGES", "OmniTask", "OptimConfig", "RunArtifacts", "Stage", "make_adamw", "param_groups", "warmup_cosine"]
+__all__ = [
+    "STAGES",
+    "OmniTask",
+    "OptimConfig",
+    "RunArtifacts",
+    "Stage",
+    "all_ranks",
+    "make_adamw",
+    "param_groups",
+    "run_directory",
+    "warmup_cosine",
+]
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -133,6 +144,27 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def run_directory(trainer: L.Trainer) -> Path | None:
+    """The run directory (the logger's ``log_dir``, else ``default_root_dir``), the same on every rank.
+
+    Under DDP ``Trainer.log_dir`` is a collective (it broadcasts rank 0's path): every rank must ask for it, so call
+    this on every rank and only then test ``trainer.is_global_zero``. Asking on rank 0 alone leaves the ranks'
+    collectives out of step, and the next one (the test after fit) waits forever.
+    """
+    path = trainer.log_dir or trainer.default_root_dir
+    return Path(path) if path else None
+
+
+def all_ranks(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` under torch.distributed (a collective: call it on every rank), else
+    ``[obj]``. For Python objects (transcripts, detections) that torchmetrics' tensor states cannot carry."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
 
 
 class OmniTask(L.LightningModule):
@@ -256,7 +288,9 @@ class OmniTask(L.LightningModule):
         size = self.batch_size_of(inputs)
         on_step = stage == "train"
         for name, value in parts.items():
-            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss", batch_size=size)
+            # sync_dist: under DDP the logged value is reduced over the ranks (one scalar all-reduce), not rank 0's
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss", batch_size=size,
+                     sync_dist=True)  # fmt: skip
         with torch.no_grad():
             self.update_metrics(outputs, batch, stage)
         for name, metric in self.stage_metrics(stage).items():
@@ -319,10 +353,7 @@ class OmniTask(L.LightningModule):
     def run_dir(self) -> Path | None:
         """Where this run writes its config, checkpoints, metrics and plots (the logger's directory)."""
         trainer = self._trainer
-        if trainer is None:
-            return None
-        path = trainer.log_dir or trainer.default_root_dir
-        return Path(path) if path else None
+        return None if trainer is None else run_directory(trainer)
 
 
 class RunArtifacts(Callback):
@@ -338,12 +369,12 @@ class RunArtifacts(Callback):
         self.fit_started = time.perf_counter()
 
     def _dir(self, trainer: L.Trainer) -> Path | None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        """The run directory on rank 0, None elsewhere (and during the sanity check); called on every rank."""
+        if trainer.sanity_checking:
             return None
-        path = trainer.log_dir or trainer.default_root_dir
-        if path is None:
+        out = run_directory(trainer)  # a collective under DDP: before the rank test
+        if out is None or not trainer.is_global_zero:
             return None
-        out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         return out
 

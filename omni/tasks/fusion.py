@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from omni.choices import check_choice
 from omni.data.fusion_scene import CAMERA_HEIGHT, CLASSES, CONDITIONS, FOCAL_PX, IMAGE_HW
 from omni.detection_metrics import DetectionAccumulator
-from omni.training import OmniTask, OptimConfig, Stage
+from omni.training import OmniTask, OptimConfig, Stage, all_ranks
 from omni.transformer import TransformerConfig
 
 __all__ = [
@@ -388,9 +388,8 @@ class FusionDetector(OmniTask):
 
     def _log_detection(self, stage: Stage) -> None:
         acc = self.accumulator
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (acc.preds, acc.gts))
+        gathered = all_ranks((acc.preds, acc.gts))
+        if len(gathered) > 1:
             acc.reset()
             for preds, gts in gathered:
                 for key in preds:

@@ -31,7 +31,7 @@ from omni.metrics import SafeCharErrorRate, SafeWordErrorRate
 from omni.search import beam_search, greedy_search
 from omni.tasks.seq2seq import Seq2Seq
 from omni.tokenizers.text import TextTokenizer
-from omni.training import OptimConfig, Stage
+from omni.training import OptimConfig, Stage, all_ranks
 from omni.transformer import TransformerConfig
 
 __all__ = ["Decoder", "SpeechRecognizer"]
@@ -216,6 +216,9 @@ class SpeechRecognizer(Seq2Seq):
 
     def on_test_epoch_start(self) -> None:
         self.rows = []
+
+    def on_test_epoch_end(self) -> None:
+        self.rows = [row for rows in all_ranks(self.rows) for row in rows]  # errors.tsv lists every rank's
 
     def predict(self, outputs: dict[str, Any], batch: Mapping[str, Any]) -> dict[str, list[str]]:
         """{"key": the utterances' keys, "text": their transcripts by ``decoder``}."""
