@@ -90,6 +90,13 @@ class OmniDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    def replicas(self) -> tuple[int, int]:
+        """(rank, world size) of the trainer this module is attached to; (0, 1) outside one or in one process."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def collate(self, split: Split) -> Callable[[list[Any]], Any]:
         """How a list of items becomes a batch for ``split`` (default: ``default_collate``)."""
         return default_collate
