@@ -25,7 +25,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from omni.cli_errors import OmniArgumentParser
-from omni.training import all_ranks, run_directory
+from omni.ranks import all_ranks
+from omni.training import run_directory
 
 __all__ = ["OmniCLI", "main"]
 

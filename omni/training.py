@@ -34,7 +34,6 @@ __all__ = [
     "OptimConfig",
     "RunArtifacts",
     "Stage",
-    "all_ranks",
     "make_adamw",
     "param_groups",
     "run_directory",
@@ -155,16 +154,6 @@ def run_directory(trainer: L.Trainer) -> Path | None:
     """
     path = trainer.log_dir or trainer.default_root_dir
     return Path(path) if path else None
-
-
-def all_ranks(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` under torch.distributed (a collective: call it on every rank), else
-    ``[obj]``. For Python objects (transcripts, detections) that torchmetrics' tensor states cannot carry."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [obj]
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, obj)
-    return gathered
 
 
 class OmniTask(L.LightningModule):

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 __all__ = ["EpochShuffle", "OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
 
@@ -52,27 +52,33 @@ def held_out_split(labels: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarra
     return np.sort(keep), np.sort(out)
 
 
-class EpochShuffle(Sampler[int]):
+class EpochShuffle(DistributedSampler):
     """A new random order every epoch, drawn from ``(seed, epoch)`` alone (Lightning calls ``set_epoch``), so a run
-    resumed at epoch e sees the order the uninterrupted run saw, and the global RNG is left to augmentation."""
+    resumed at epoch e sees the order the uninterrupted run saw, and the global RNG is left to augmentation.
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+    Under DDP (``num_replicas`` W) rank r takes positions r, r + W, r + 2W, ... of that one order, as
+    ``DistributedSampler`` deals (the end padded with the order's first positions when W does not divide the size):
+    the W ranks' batches of a step hold exactly what one process's batch of W times the size holds. A
+    ``DistributedSampler`` so that Lightning keeps it instead of wrapping it in one that shuffles again."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank: expected 0 <= rank < num_replicas={num_replicas}, got {rank}")
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.size = size
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int]:  # type: ignore[override]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=g).tolist())
+        order = torch.randperm(self.size, generator=g).tolist()
+        order += order[: self.total_size - len(order)]  # pad to a multiple of the ranks, as DistributedSampler does
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 class OmniDataModule(L.LightningDataModule):
     """Loaders over ``train_set`` / ``val_set`` / ``test_set``: training batches in a new order every epoch
-    (``EpochShuffle``, seeded by ``seed_everything``'s seed), the others in order."""
+    (``EpochShuffle``, seeded by ``seed_everything``'s seed), the others in order. Under DDP ``batch_size`` is per
+    rank; training positions are dealt over the ranks by ``EpochShuffle``, the others by the ``DistributedSampler``
+    Lightning puts in (rank r: positions r, r + W, ...)."""
 
     def __init__(self, batch_size: int, num_workers: int = 0) -> None:
         """
@@ -105,10 +111,12 @@ class OmniDataModule(L.LightningDataModule):
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
         train = split == "train"
+        rank, world = self.replicas()
+        seed = torch.initial_seed() % 2**31
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(ds), torch.initial_seed() % 2**31) if train else None,  # type: ignore[arg-type]
+            sampler=EpochShuffle(len(ds), seed, world, rank) if train else None,  # type: ignore[arg-type]
             generator=torch.Generator().manual_seed(torch.initial_seed() % 2**31),  # worker seeds; not the global RNG
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

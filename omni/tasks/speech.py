@@ -28,10 +28,11 @@ from omni.choices import check_choice
 from omni.ctc import ctc_greedy, ctc_prefix_beam_search
 from omni.heads.ctc import CTCHead
 from omni.metrics import SafeCharErrorRate, SafeWordErrorRate
+from omni.ranks import all_ranks
 from omni.search import beam_search, greedy_search
 from omni.tasks.seq2seq import Seq2Seq
 from omni.tokenizers.text import TextTokenizer
-from omni.training import OptimConfig, Stage, all_ranks
+from omni.training import OptimConfig, Stage
 from omni.transformer import TransformerConfig
 
 __all__ = ["Decoder", "SpeechRecognizer"]
