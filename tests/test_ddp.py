@@ -6,15 +6,15 @@ of a checkpoint after training that used to hang) and in this process at batch s
 process's global batch over the ranks by rows, gradients are averaged over the ranks and epoch metrics reduced over
 them, so validation and test metrics and the final weights agree.
 
-What differs, and why the tolerances are not all zero:
-- float sums in another order (a batch of B summed on each rank, then the two averaged): ~1e-7 relative;
-- losses normalised by a count inside the batch (tokens of a sequence, real steps of a window, objects of a
-  scene): under DDP each rank divides by its own count, and the average of two ratios is not the ratio of the sums.
-  The gradient differs slightly, so weights and metrics drift apart over the steps (the tolerances below hold).
-Random regularisers are off in the runs compared (augmentation, dropout, modality dropout): each rank draws its own
-noise, so with them on the runs are equal in distribution only. The digits run uses the patch stem: the conv stem's
-batch norm takes its statistics from each rank's batch, and torch's ``SyncBatchNorm`` (``--trainer.sync_batchnorm
-true``, which gives it the global batch's statistics) runs on CUDA only.
+The tolerances are not zero because floats are summed in another order (B rows on each rank, then the ranks
+averaged): ~1e-7, which Adam's first steps can amplify where a gradient is near zero. Losses that are a mean over a
+count inside the batch (real steps of a window, objects of a scene) divide by the global batch's count
+(``omni.ranks.global_count``): divided by each rank's own, the average of the ranks' ratios is not the ratio of the
+sums (DT's validation loss was 0.680 against 0.685). Random regularisers are off in the runs compared
+(augmentation, dropout, modality dropout): each rank draws its own noise, so with them on the runs are equal in
+distribution only. The digits run uses the patch stem: the conv stem's batch norm takes its statistics from each
+rank's batch, and torch's ``SyncBatchNorm`` (``--trainer.sync_batchnorm true``, which gives it the global batch's
+statistics) runs on CUDA only.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from omni.data.speech_corpus import CorpusSpec, build_corpus
 from omni.tasks.classification import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
+METRICS_ATOL = 1e-5  # validation (every epoch) and test metrics; measured <= 5e-7
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
@@ -46,55 +47,37 @@ def configs(name: str) -> list[str]:
 
 
 def cases(data: dict[str, Path]) -> dict[str, dict]:
-    """{case: {"args": common, "batch": (arg, per-rank B), "atol": metrics and weights}} for every task."""
-    speech = [a for s in ("train", "val", "test") for a in (f"--data.init_args.{s}_manifest", str(data[s]))]
+    """{case: {"args": the fit's, "batch": B per rank, "atol": of the final weights}} for every task. The metrics
+    must agree within ``METRICS_ATOL``. The weights' tolerance is ~10x the difference measured on 2 cores."""
+    manifests = [a for s in ("train", "val", "test") for a in (f"--data.init_args.{s}_manifest", str(data[s]))]
+    no_dropout = "--model.init_args.trunk.dropout 0 --model.init_args.trunk.attn_dropout 0".split()
+    speech = "--model.init_args.decoder_trunk.dropout 0 --data.init_args.num_buckets 1".split()
     return {
-        "digits": {  # Classifier on images, the patch stem (see the module docstring)
+        "digits": {  # Classifier on images, with the patch stem (see the module docstring); measured 5e-7
             "args": [*configs("digits"), "--config", str(data["patch_stem"]), "--data.init_args.augment", "false"],
             "batch": 16,
             "atol": 1e-5,
         },
-        "fusion_toy": {"args": configs("fusion_toy"), "batch": 16, "atol": 1e-5},  # Classifier on camera + radar
-        "seq2seq": {"args": configs("seq2seq_reverse"), "batch": 32, "atol": 1e-4},  # token-mean loss per rank
-        "speech": {  # CTC + decoder cross-entropy, token means per rank
-            "args": [
-                *configs("speech_digits"),
-                *speech,
-                "--data.init_args.num_buckets",
-                "1",
-                "--model.init_args.trunk.dropout",
-                "0",
-                "--model.init_args.decoder_trunk.dropout",
-                "0",
-                "--trainer.limit_train_batches",
-                "null",
-            ],
+        "fusion_toy": {"args": configs("fusion_toy"), "batch": 16, "atol": 1e-5},  # camera + radar + ego; 5e-7
+        "seq2seq": {"args": configs("seq2seq_reverse"), "batch": 32, "atol": 3e-5},  # 3e-6
+        "speech": {  # CTC + decoder, 8 utterances; 4e-5: Adam's first steps divide near-zero gradients by their size
+            "args": [*configs("speech_digits"), *manifests, *no_dropout, *speech, "--trainer.limit_train_batches=null"],
             "batch": 2,
-            "atol": 1e-4,
+            "atol": 2e-4,
         },
-        "decision": {  # Decision Transformer, discrete actions; the loss is a mean over each rank's real steps
-            "args": [
-                *configs("dt_cartpole"),
-                "--data.init_args.dataset",
-                str(data["rl"]),
-                "--model.init_args.trunk.dropout",
-                "0",
-                "--model.init_args.trunk.attn_dropout",
-                "0",
-            ],
+        "decision": {  # Decision Transformer, discrete actions, a mean over the real steps; 7e-8
+            "args": [*configs("dt_cartpole"), *no_dropout, "--data.init_args.dataset", str(data["rl"])],
             "batch": 4,
-            "atol": 1e-4,
+            "atol": 1e-6,
         },
-        "fusion": {  # the detector on the simulated corpus; the set loss is a mean over each rank's objects
+        "fusion": {  # the detector on the simulated corpus, a set loss over the objects; 9e-7
             "args": [
                 *configs("fusion"),
-                "--data.init_args.root",
-                str(data["fusion"]),
-                "--model.init_args.modality_dropout",
-                "0",
+                "--model.init_args.modality_dropout=0",
+                f"--data.init_args.root={data['fusion']}",
             ],
             "batch": 2,
-            "atol": 1e-4,
+            "atol": 1e-5,
         },
     }
 
@@ -165,7 +148,7 @@ def epoch_metrics(run: Path) -> list[dict[str, float]]:
 def test_two_ddp_processes_train_as_one_at_the_same_global_batch(name, data, ddp_runs, tmp_path, monkeypatch):
     case = cases(data)[name]
     ddp, one = ddp_runs[name], one_process(case, tmp_path, monkeypatch)
-    atol = case["atol"]
+    atol = METRICS_ATOL
 
     want, got = epoch_metrics(one), epoch_metrics(ddp)
     assert len(want) == len(got) > 0 and [sorted(r) for r in want] == [sorted(r) for r in got]
@@ -182,7 +165,7 @@ def test_two_ddp_processes_train_as_one_at_the_same_global_batch(name, data, ddp
     w_ddp = torch.load(ddp / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
     assert w_one.keys() == w_ddp.keys()
     for key in w_one:
-        torch.testing.assert_close(w_ddp[key], w_one[key], rtol=0, atol=atol, msg=key)
+        torch.testing.assert_close(w_ddp[key], w_one[key], rtol=0, atol=case["atol"], msg=key)
 
 
 def test_ddp_predict_gathers_every_rank_in_one_processs_order(ddp_runs):
