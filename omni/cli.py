@@ -8,7 +8,8 @@
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
 picks which) so that every run directory ends with ``metrics.json``; the command prints the test metrics and the
-run directory.
+run directory. ``--checkpoint_every_n_steps N`` writes ``last.ckpt`` every N training steps too (not only at epoch
+ends), for runs that may be killed mid-epoch.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ class OmniCLI(LightningCLI):
             "`last` (the end of training: steadier where the validation split is small and the schedule anneals).",
         )
 
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="Also write `last.ckpt` every N training steps (fit only), so a run killed mid-epoch resumes from "
+            "at most N steps back with `--ckpt_path .../last.ckpt`, exactly where it was (samplers and RNG included).",
+        )
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Lightning's parsing, then: checkpoints named by ``--ckpt_path`` load with ``weights_only=True`` unless the
         command says otherwise, and a missing, corrupt or code-carrying one is refused with one ``ValueError`` naming
@@ -86,6 +95,14 @@ class OmniCLI(LightningCLI):
             # resumable run needs the last epoch whether or not it was the best.
             extra.append(ModelCheckpoint(filename="best", monitor=monitor, mode=mode, enable_version_counter=False))
             extra.append(ModelCheckpoint(filename="last", monitor=None, enable_version_counter=False))
+            parsed = self.config.get(self.subcommand) if self.subcommand else self.config
+            every = (parsed or {}).get("checkpoint_every_n_steps")
+            if every:  # a third: Lightning saves either on steps or at epoch ends, and last.ckpt is both
+                extra.append(
+                    ModelCheckpoint(
+                        filename="last", monitor=None, every_n_train_steps=every, enable_version_counter=False
+                    )
+                )
         if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
             extra.append(RichProgressBar())
         return super().instantiate_trainer(callbacks=given + extra, **kwargs)

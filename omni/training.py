@@ -329,6 +329,15 @@ class OmniTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Restored here, not at load time: the sanity check and set-up between load and the first resumed epoch
         # draw from the RNG too, and the uninterrupted run did not make those draws.
+        self._restore_rng()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # A run resumed mid-epoch (from a step checkpoint) skips on_train_epoch_start: restore before its first step.
+        # Model draws (dropout) then follow the uninterrupted run's; draws the loader makes one batch ahead of the
+        # step (Lightning prefetches) do not: see README, "Many processes and killed runs".
+        self._restore_rng()
+
+    def _restore_rng(self) -> None:
         if self._resume_rng is not None:
             _set_rng_state(self._resume_rng)
             self._resume_rng = None

@@ -16,6 +16,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
+from omni.data.resume import SkipOnResume
+
 __all__ = ["EpochShuffle", "OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
 
 Split = Literal["train", "val", "test"]
@@ -52,7 +54,7 @@ def held_out_split(labels: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarra
     return np.sort(keep), np.sort(out)
 
 
-class EpochShuffle(DistributedSampler):
+class EpochShuffle(SkipOnResume, DistributedSampler):
     """A new random order every epoch, drawn from ``(seed, epoch)`` alone (Lightning calls ``set_epoch``), so a run
     resumed at epoch e sees the order the uninterrupted run saw, and the global RNG is left to augmentation.
 
@@ -71,7 +73,7 @@ class EpochShuffle(DistributedSampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
         order += order[: self.total_size - len(order)]  # pad to a multiple of the ranks, as DistributedSampler does
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        return self.resumed(iter(order[self.rank : self.total_size : self.num_replicas]))
 
 
 class OmniDataModule(L.LightningDataModule):
@@ -95,6 +97,27 @@ class OmniDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches trained) of the checkpoint loaded
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its epoch, kept in every checkpoint: the epoch and the batches its loop has taken."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """From a checkpoint: the next training loader skips the batches of that epoch the run had trained on."""
+        if state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+    def resume_sampler(self, sampler: SkipOnResume, items_per_batch: int) -> None:
+        """Make a training sampler (``items_per_batch`` of its items to a batch) skip what a loaded checkpoint's run
+        trained on in its last epoch; nothing when none was loaded, or it was saved at the end of an epoch."""
+        if self._resume is not None:
+            epoch, batches = self._resume
+            sampler.skip(epoch, batches * items_per_batch)
+            self._resume = None
 
     def replicas(self) -> tuple[int, int]:
         """(rank, world size) of the trainer this module is attached to; (0, 1) outside one or in one process."""
@@ -113,10 +136,13 @@ class OmniDataModule(L.LightningDataModule):
         train = split == "train"
         rank, world = self.replicas()
         seed = torch.initial_seed() % 2**31
+        sampler = EpochShuffle(len(ds), seed, world, rank) if train else None
+        if sampler is not None:
+            self.resume_sampler(sampler, self.batch_size)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(ds), seed, world, rank) if train else None,  # type: ignore[arg-type]
+            sampler=sampler,  # type: ignore[arg-type]
             generator=torch.Generator().manual_seed(torch.initial_seed() % 2**31),  # worker seeds; not the global RNG
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from omni.data.resume import SkipOnResume
+
 __all__ = ["BatchOf", "DurationBucketSampler"]
 
 
@@ -46,7 +48,7 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return world, me
 
 
-class DurationBucketSampler(DistributedSampler):
+class DurationBucketSampler(SkipOnResume, DistributedSampler):
     """Duration-bucketed batches under a padded-seconds budget, reshuffled per epoch, dealt over DDP ranks by rows
     (see the module docstring). Iterating yields this rank's batches, each a list of indices into ``durations``."""
 
@@ -124,6 +126,9 @@ class DurationBucketSampler(DistributedSampler):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        return self.resumed(self._shares())
+
+    def _shares(self) -> Iterator[list[int]]:
         world, me = self.num_replicas, self.rank
         for batch in self.batches():
             if self.even and len(batch) < world:  # fewer rows than ranks: repeat them, as DistributedSampler pads

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from omni.data.base import OmniDataModule, Split
 from omni.data.fusion_scene import CLASSES, CONDITIONS
 from omni.data.fusion_sim import SHARD_FIELDS
+from omni.data.resume import SkipOnResume
 
 __all__ = ["FusionDataModule", "FusionScenes", "ShardSampler", "load_shard", "radar_features"]
 
@@ -112,7 +113,7 @@ class FusionScenes(Dataset):
         }
 
 
-class ShardSampler(Sampler[int]):
+class ShardSampler(SkipOnResume, Sampler[int]):
     """Dataset positions one shard at a time, shuffled by ``(seed, epoch)`` when ``shuffle`` (shard order and the
     order inside each); this rank's share is every ``world_size``-th position from ``rank``, all shares the same
     length."""
@@ -140,7 +141,7 @@ class ShardSampler(Sampler[int]):
             if self.shuffle:
                 group = [group[i] for i in torch.randperm(len(group), generator=g).tolist()]
             out.extend(group)
-        return iter(out[self.rank : len(self) * self.world : self.world])
+        return self.resumed(iter(out[self.rank : len(self) * self.world : self.world]))
 
 
 class FusionDataModule(OmniDataModule):
@@ -228,6 +229,8 @@ class FusionDataModule(OmniDataModule):
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
         rank, world = self._rank()
         sampler = ShardSampler(self.groups[split], split == "train", torch.initial_seed() % 2**31, rank, world)
+        if split == "train":
+            self.resume_sampler(sampler, self.batch_size)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

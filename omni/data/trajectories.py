@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from omni.data.base import OmniDataModule, Split
 from omni.data.episodes import Episodes
+from omni.data.resume import SkipOnResume
 
 __all__ = ["TrajectoryDataModule", "Windows", "returns_to_go"]
 
@@ -126,7 +127,7 @@ class WindowBatches(Dataset):
         return {"trajectory": {k: v[self.rank :: self.world] for k, v in batch.items()}}
 
 
-class EpochBatches(DistributedSampler):
+class EpochBatches(SkipOnResume, DistributedSampler):
     """Yields (epoch, 0), (epoch, 1), ...: the epoch Lightning sets (``follow_epoch``), or always 0 (held-out
     splits: the same windows every time). Every rank yields every batch index (``WindowBatches`` splits each batch
     by rows); a ``DistributedSampler`` only so that Lightning does not deal the indices over the ranks again."""
@@ -143,7 +144,7 @@ class EpochBatches(DistributedSampler):
         return self.num_batches
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        return iter((self.epoch, j) for j in range(self.num_batches))
+        return self.resumed(iter((self.epoch, j) for j in range(self.num_batches)))
 
 
 class TrajectoryDataModule(OmniDataModule):
@@ -243,10 +244,13 @@ class TrajectoryDataModule(OmniDataModule):
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
         rank, world = self.replicas()
         ds = WindowBatches(ds.windows, ds.batch_size, ds.num_batches, ds.seed, rank, world)  # this rank's rows
+        sampler = EpochBatches(len(ds), follow_epoch=split == "train")
+        if split == "train":
+            self.resume_sampler(sampler, 1)
         return DataLoader(
             ds,
             batch_size=None,  # items are whole batches
-            sampler=EpochBatches(len(ds), follow_epoch=split == "train"),
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
