@@ -179,3 +179,19 @@ def test_ddp_predict_gathers_every_rank_in_one_processs_order(ddp_runs):
     assert got["probs"].shape == probs.shape == (360, 10)
     torch.testing.assert_close(got["probs"], probs, rtol=0, atol=1e-6)
     assert torch.equal(got["pred"], probs.argmax(-1))
+
+
+@pytest.mark.gpu
+def test_the_fsdp_overlay_fits_and_writes_a_whole_checkpoint(tmp_path):
+    devices = str(min(2, torch.cuda.device_count()))
+    fsdp = ["--config", str(ROOT / "configs/strategies/fsdp.yaml"), "--trainer.devices", devices]
+    cmd = [sys.executable, "-m", "omni.cli", "fit", *configs("digits"), *fsdp, *QUIET,
+           "--trainer.logger.init_args.save_dir", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = run_dir(tmp_path)
+    assert "test/acc" in json.loads((run / "metrics.json").read_text())["metrics"]
+    state = torch.load(run / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+    task = load_task(Classifier, run / "checkpoints/last.ckpt")  # a whole checkpoint: loads into one process's model
+    assert state.keys() == task.state_dict().keys()
