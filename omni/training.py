@@ -217,8 +217,11 @@ class OmniTask(L.LightningModule):
         """What ``omni predict`` saves for one batch (default: every head's output)."""
         return {k: v for k, v in outputs.items() if k != "output"}
 
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        """Pictures and files a task writes after ``stage`` (e.g. a confusion matrix after test). Default: none."""
+    def write_artifacts(self, stage: Stage, run_dir: Path | None) -> None:
+        """Pictures and files a task writes after ``stage`` (e.g. a confusion matrix after test). Default: none.
+
+        Called on every rank, ``run_dir`` None except on rank 0: gather what every rank holds (a torchmetrics
+        ``compute()``, ``omni.ranks.all_ranks``) before testing it."""
 
     # ------------------------------------------------------------------ inputs and metrics
     def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -392,13 +395,12 @@ class RunArtifacts(Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         out = self._dir(trainer)
-        if out is None:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        ckpt = getattr(trainer, "ckpt_path", None)
-        payload = {"metrics": metrics, "checkpoint": str(ckpt) if ckpt else None, "epoch": trainer.current_epoch}
-        if self.fit_wall_s is not None:
-            payload["fit_wall_s"] = self.fit_wall_s
-        (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
-        if isinstance(pl_module, OmniTask):
-            pl_module.write_artifacts("test", out)
+        if out is not None:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            ckpt = getattr(trainer, "ckpt_path", None)
+            payload = {"metrics": metrics, "checkpoint": str(ckpt) if ckpt else None, "epoch": trainer.current_epoch}
+            if self.fit_wall_s is not None:
+                payload["fit_wall_s"] = self.fit_wall_s
+            (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+        if isinstance(pl_module, OmniTask) and not trainer.sanity_checking:
+            pl_module.write_artifacts("test", out)  # every rank: they may gather

@@ -55,7 +55,6 @@ class Classifier(OmniTask):
         self.num_classes, self.label_smoothing, self.class_names = num_classes, label_smoothing, class_names
         self.add_metric("acc", partial(MulticlassAccuracy, num_classes, average="micro"))
         self.confusion = MulticlassConfusionMatrix(num_classes)
-        self._confusion: Tensor | None = None  # the test's matrix over every rank, for write_artifacts
 
     def loss(self, outputs: dict[str, Any], batch: dict[str, Any], stage: Stage) -> Tensor:
         smoothing = self.label_smoothing if stage == "train" else 0.0
@@ -70,14 +69,11 @@ class Classifier(OmniTask):
         probs = outputs["logits"].softmax(-1)
         return {"probs": probs, "pred": probs.argmax(-1)}
 
-    def on_test_epoch_end(self) -> None:
-        # every rank computes (under DDP, compute() gathers the ranks' counts); rank 0 alone writes the picture
-        self._confusion = self.confusion.compute() if self.confusion.update_count > 0 else None
-        self.confusion.reset()
+    def write_artifacts(self, stage: Stage, run_dir: Path | None) -> None:
+        if stage == "test" and self.confusion.update_count:
+            matrix, names = self.confusion.compute(), self.class_names or [str(i) for i in range(self.num_classes)]
+            self.confusion.reset()  # compute() runs on every rank: under DDP it gathers the ranks' counts
+            if run_dir is not None:
+                from omni.viz import plot_confusion_matrix
 
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        if stage == "test" and self._confusion is not None:
-            from omni.viz import plot_confusion_matrix
-
-            names = self.class_names or [str(i) for i in range(self.num_classes)]
-            plot_confusion_matrix(self._confusion, names, run_dir / "confusion_matrix.png")
+                plot_confusion_matrix(matrix, names, run_dir / "confusion_matrix.png")

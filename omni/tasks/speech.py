@@ -218,9 +218,6 @@ class SpeechRecognizer(Seq2Seq):
     def on_test_epoch_start(self) -> None:
         self.rows = []
 
-    def on_test_epoch_end(self) -> None:
-        self.rows = [row for rows in all_ranks(self.rows) for row in rows]  # errors.tsv lists every rank's
-
     def predict(self, outputs: dict[str, Any], batch: Mapping[str, Any]) -> dict[str, list[str]]:
         """{"key": the utterances' keys, "text": their transcripts by ``decoder``}."""
         texts = self.transcribe(self.encoder_inputs(batch))
@@ -229,10 +226,13 @@ class SpeechRecognizer(Seq2Seq):
     def predict_step(self, batch: Any, batch_idx: int) -> Any:
         return self.predict({}, batch)  # the decoders run the encoder themselves: no teacher-forced pass
 
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        """``errors.tsv``: key, reference, hypothesis, word edits, reference words per test utterance (worst first);
-        ``alignment.png``: the first spoken test utterance's log-mel and its CTC posteriors."""
-        if stage != "test" or not self.rows:
+    def write_artifacts(self, stage: Stage, run_dir: Path | None) -> None:
+        """``errors.tsv``: key, reference, hypothesis, word edits, reference words per test utterance (worst first),
+        every rank's; ``alignment.png``: the first spoken test utterance's log-mel and its CTC posteriors."""
+        if stage != "test":
+            return
+        self.rows = [row for rows in all_ranks(self.rows) for row in rows]  # every rank calls this
+        if run_dir is None or not self.rows:
             return
         import torchaudio.functional as AF
 
