@@ -135,7 +135,10 @@ class OmniCLI(LightningCLI):
         """Save what ``predict`` returned as ``predictions.pt`` in the run directory (Lightning discards it).
 
         Under DDP every rank predicts its share (rank r the rows r, r + W, r + 2W, ... of the order one process
-        predicts in, as the samplers deal them); the shares are gathered and interleaved back into that order."""
+        predicts in, as the samplers deal them); the shares are gathered and interleaved back into that order. That
+        order is exact when every batch's rows divide by W; duration buckets need not (speech predictions carry each
+        utterance's key), and the fusion scene sampler leaves out the last scenes when W does not divide their
+        number."""
         batches = self.trainer.predict_loop.predictions
         if batches and isinstance(batches[0], list):  # several dataloaders: keep the first
             batches = batches[0]
