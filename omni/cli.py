@@ -8,7 +8,8 @@
 
 ``fit`` tests a checkpoint when training ends (``--test_after_fit false`` to skip; ``--test_checkpoint best|last``
 picks which) so that every run directory ends with ``metrics.json``; the command prints the test metrics and the
-run directory.
+run directory. ``--checkpoint_every_n_steps N`` writes ``last.ckpt`` every N training steps too (not only at epoch
+ends), for runs that may be killed mid-epoch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from omni.cli_errors import OmniArgumentParser
+from omni.ranks import all_ranks
+from omni.training import run_directory
 
 __all__ = ["OmniCLI", "main"]
 
@@ -47,6 +50,14 @@ class OmniCLI(LightningCLI):
             default="best",
             help="Which checkpoint the test after fit reads: `best` by the task's monitor on the validation split, or "
             "`last` (the end of training: steadier where the validation split is small and the schedule anneals).",
+        )
+
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int | None,
+            default=None,
+            help="Also write `last.ckpt` every N training steps (fit only), so a run killed mid-epoch resumes from "
+            "at most N steps back with `--ckpt_path .../last.ckpt`, exactly where it was (samplers and RNG included).",
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -107,6 +118,14 @@ class OmniCLI(LightningCLI):
             # resumable run needs the last epoch whether or not it was the best.
             extra.append(ModelCheckpoint(filename="best", monitor=monitor, mode=mode, enable_version_counter=False))
             extra.append(ModelCheckpoint(filename="last", monitor=None, enable_version_counter=False))
+            parsed = self.config.get(self.subcommand) if self.subcommand else self.config
+            every = (parsed or {}).get("checkpoint_every_n_steps")
+            if every:  # a third: Lightning saves either on steps or at epoch ends, and last.ckpt is both
+                extra.append(
+                    ModelCheckpoint(
+                        filename="last", monitor=None, every_n_train_steps=every, enable_version_counter=False
+                    )
+                )
         if trainer.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in given):
             extra.append(RichProgressBar())
         return super().instantiate_trainer(callbacks=given + extra, **kwargs)
@@ -136,25 +155,33 @@ class OmniCLI(LightningCLI):
         self._report()
 
     def after_predict(self) -> None:
-        """Save what ``predict`` returned as ``predictions.pt`` in the run directory (Lightning discards it)."""
+        """Save what ``predict`` returned as ``predictions.pt`` in the run directory (Lightning discards it).
+
+        Under DDP every rank predicts its share (rank r the rows r, r + W, r + 2W, ... of the order one process
+        predicts in, as the samplers deal them); the shares are gathered and interleaved back into that order. That
+        order is exact when every batch's rows divide by W; duration buckets need not (speech predictions carry each
+        utterance's key), and the fusion scene sampler leaves out the last scenes when W does not divide their
+        number."""
         batches = self.trainer.predict_loop.predictions
-        if not batches or not self.trainer.is_global_zero:
-            return
-        if isinstance(batches[0], list):  # several dataloaders: keep the first
+        if batches and isinstance(batches[0], list):  # several dataloaders: keep the first
             batches = batches[0]
-        if isinstance(batches[0], dict):
-            merged = {k: _concat([b[k] for b in batches]) for k in batches[0]}
-        else:
-            merged = _concat(list(batches))
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        mine = None
+        if batches:
+            mine = {k: _concat([b[k] for b in batches]) for k in batches[0]} if isinstance(batches[0], dict) else (
+                _concat(list(batches)))  # fmt: skip
+        shares = all_ranks(mine)  # a collective under DDP: every rank, before the rank test
+        run_dir = run_directory(self.trainer)
+        if not self.trainer.is_global_zero or run_dir is None or any(share is None for share in shares):
+            return
+        merged = _interleave(shares)
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save(merged, run_dir / "predictions.pt")
         print(f"predictions: {run_dir / 'predictions.pt'}")
 
     def _report(self) -> None:
-        if not self.trainer.is_global_zero:
+        run_dir = run_directory(self.trainer)  # a collective under DDP: every rank, before the rank test
+        if not self.trainer.is_global_zero or run_dir is None:
             return
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         metrics_file = run_dir / "metrics.json"
         if metrics_file.exists():
             metrics = json.loads(metrics_file.read_text())["metrics"]
@@ -168,6 +195,16 @@ def _concat(parts: list[Any]) -> Any:
     if isinstance(parts[0], list | tuple):
         return [item for part in parts for item in part]
     return torch.cat(parts)
+
+
+def _interleave(shares: list[Any]) -> Any:
+    """Every rank's predictions back in one order: row i of rank r is row i * W + r (W ranks). Dicts per key."""
+    if len(shares) == 1:
+        return shares[0]
+    if isinstance(shares[0], dict):
+        return {k: _interleave([share[k] for share in shares]) for k in shares[0]}
+    rows = [share[i] for i in range(max(len(share) for share in shares)) for share in shares if i < len(share)]
+    return rows if isinstance(shares[0], list | tuple) else torch.stack(rows)
 
 
 def viz_masks(argv: list[str]) -> Path:

@@ -28,7 +28,17 @@ from torchmetrics import Metric
 from omni.model import OmniModel
 from omni.transformer import TransformerConfig
 
-__all__ = ["STAGES", "OmniTask", "OptimConfig", "RunArtifacts", "Stage", "make_adamw", "param_groups", "warmup_cosine"]
+__all__ = [
+    "STAGES",
+    "OmniTask",
+    "OptimConfig",
+    "RunArtifacts",
+    "Stage",
+    "make_adamw",
+    "param_groups",
+    "run_directory",
+    "warmup_cosine",
+]
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -135,6 +145,17 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def run_directory(trainer: L.Trainer) -> Path | None:
+    """The run directory (the logger's ``log_dir``, else ``default_root_dir``), the same on every rank.
+
+    Under DDP ``Trainer.log_dir`` is a collective (it broadcasts rank 0's path): every rank must ask for it, so call
+    this on every rank and only then test ``trainer.is_global_zero``. Asking on rank 0 alone leaves the ranks'
+    collectives out of step, and the next one (the test after fit) waits forever.
+    """
+    path = trainer.log_dir or trainer.default_root_dir
+    return Path(path) if path else None
+
+
 class OmniTask(L.LightningModule):
     """Base of every task: ``self.model`` (an ``OmniModel``) built from config, and the loop around it.
 
@@ -196,8 +217,11 @@ class OmniTask(L.LightningModule):
         """What ``omni predict`` saves for one batch (default: every head's output)."""
         return {k: v for k, v in outputs.items() if k != "output"}
 
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        """Pictures and files a task writes after ``stage`` (e.g. a confusion matrix after test). Default: none."""
+    def write_artifacts(self, stage: Stage, run_dir: Path | None) -> None:
+        """Pictures and files a task writes after ``stage`` (e.g. a confusion matrix after test). Default: none.
+
+        Called on every rank, ``run_dir`` None except on rank 0: gather what every rank holds (a torchmetrics
+        ``compute()``, ``omni.ranks.all_ranks``) before testing it."""
 
     # ------------------------------------------------------------------ inputs and metrics
     def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,7 +280,9 @@ class OmniTask(L.LightningModule):
         size = self.batch_size_of(inputs)
         on_step = stage == "train"
         for name, value in parts.items():
-            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss", batch_size=size)
+            # sync_dist: under DDP the logged value is reduced over the ranks (one scalar all-reduce), not rank 0's
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, prog_bar=name == "loss", batch_size=size,
+                     sync_dist=True)  # fmt: skip
         with torch.no_grad():
             self.update_metrics(outputs, batch, stage)
         for name, metric in self.stage_metrics(stage).items():
@@ -331,6 +357,15 @@ class OmniTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Restored here, not at load time: the sanity check and set-up between load and the first resumed epoch
         # draw from the RNG too, and the uninterrupted run did not make those draws.
+        self._restore_rng()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # A run resumed mid-epoch (from a step checkpoint) skips on_train_epoch_start: restore before its first step.
+        # Model draws (dropout) then follow the uninterrupted run's; draws the loader makes one batch ahead of the
+        # step (Lightning prefetches) do not: see README, "Many processes and killed runs".
+        self._restore_rng()
+
+    def _restore_rng(self) -> None:
         if self._resume_rng is not None:
             _set_rng_state(self._resume_rng)
             self._resume_rng = None
@@ -344,10 +379,7 @@ class OmniTask(L.LightningModule):
     def run_dir(self) -> Path | None:
         """Where this run writes its config, checkpoints, metrics and plots (the logger's directory)."""
         trainer = self._trainer
-        if trainer is None:
-            return None
-        path = trainer.log_dir or trainer.default_root_dir
-        return Path(path) if path else None
+        return None if trainer is None else run_directory(trainer)
 
 
 class RunArtifacts(Callback):
@@ -363,12 +395,12 @@ class RunArtifacts(Callback):
         self.fit_started = time.perf_counter()
 
     def _dir(self, trainer: L.Trainer) -> Path | None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        """The run directory on rank 0, None elsewhere (and during the sanity check); called on every rank."""
+        if trainer.sanity_checking:
             return None
-        path = trainer.log_dir or trainer.default_root_dir
-        if path is None:
+        out = run_directory(trainer)  # a collective under DDP: before the rank test
+        if out is None or not trainer.is_global_zero:
             return None
-        out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         return out
 
@@ -388,13 +420,12 @@ class RunArtifacts(Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         out = self._dir(trainer)
-        if out is None:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        ckpt = getattr(trainer, "ckpt_path", None)
-        payload = {"metrics": metrics, "checkpoint": str(ckpt) if ckpt else None, "epoch": trainer.current_epoch}
-        if self.fit_wall_s is not None:
-            payload["fit_wall_s"] = self.fit_wall_s
-        (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
-        if isinstance(pl_module, OmniTask):
-            pl_module.write_artifacts("test", out)
+        if out is not None:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            ckpt = getattr(trainer, "ckpt_path", None)
+            payload = {"metrics": metrics, "checkpoint": str(ckpt) if ckpt else None, "epoch": trainer.current_epoch}
+            if self.fit_wall_s is not None:
+                payload["fit_wall_s"] = self.fit_wall_s
+            (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+        if isinstance(pl_module, OmniTask) and not trainer.sanity_checking:
+            pl_module.write_artifacts("test", out)  # every rank: they may gather

@@ -1,12 +1,19 @@
-"""Training runs resume exactly, and mixed precision runs on CPU: through the same CLI objects `omni fit` builds."""
+"""Training runs resume exactly (killed at an epoch's end, or SIGKILLed mid-epoch), and mixed precision runs on CPU:
+through the same CLI objects `omni fit` builds, or the `omni fit` command itself."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from omni.cli import OmniCLI
+from omni.cli import OmniCLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config", str(ROOT / "configs/digits.yaml"), "--config", str(ROOT / "configs/digits_tiny.yaml")]
@@ -40,7 +47,7 @@ def _cli(save_dir: Path, *extra: str) -> OmniCLI:
 
 
 def test_resumed_run_ends_with_the_uninterrupted_runs_weights(tmp_path):
-    # The tiny overlay keeps the recipe's shuffling and random affine augmentation: both draw from the RNG.
+    # The tiny overlay keeps the recipe's shuffling and random affine augmentation.
     full = _cli(tmp_path / "full", "--trainer.max_epochs", "4")
     full.trainer.fit(full.model, datamodule=full.datamodule)
 
@@ -75,3 +82,70 @@ def test_bf16_mixed_fit_runs_on_cpu(tmp_path):
     assert all(v.dtype == before[k].dtype for k, v in after.items())  # weights stay fp32
     assert any(not torch.equal(before[k], v) for k, v in after.items())  # and they trained
     assert all(bool(torch.isfinite(v).all()) for v in after.values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------------------------------------------- killed runs
+def killed_then_resumed(tmp_path: Path, args: list[str], step: int) -> tuple[dict, dict, int]:
+    """``omni fit`` with step checkpoints, SIGKILLed in a subprocess once step ``step``'s checkpoint is written, then
+    resumed from its ``last.ckpt``; and the same fit uninterrupted. Returns (uninterrupted, resumed) final weights and
+    the killed checkpoint's epoch-relative batch."""
+    args = [*args, "--checkpoint_every_n_steps", "1", "--trainer.enable_progress_bar", "false", "--test_after_fit",
+            "false"]  # fmt: skip
+    marker = tmp_path / "stalled"
+    stall = json.dumps({"class_path": "killable.Stall", "init_args": {"step": step, "marker": str(marker)}})
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "omni.cli", "fit", *args, "--trainer.logger.init_args.save_dir", str(tmp_path / "cut"),
+           f"--trainer.callbacks+={stall}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+            assert time.monotonic() < deadline, "the run never reached the step"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)  # no handler runs: what is on disk is all that is left
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    (last,) = (tmp_path / "cut").rglob("last.ckpt")
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == step
+
+    with pytest.MonkeyPatch.context() as mp:  # LightningCLI warns when sys.argv holds pytest's arguments
+        mp.setattr(sys, "argv", ["omni"])
+        main(["fit", *args, "--trainer.logger.init_args.save_dir", str(tmp_path / "resumed"), "--ckpt_path", str(last)])
+        main(["fit", *args, "--trainer.logger.init_args.save_dir", str(tmp_path / "full")])
+    weights = [
+        torch.load(next((tmp_path / run).rglob("last.ckpt")), weights_only=True)["state_dict"]
+        for run in ("full", "resumed")
+    ]
+    (position,) = [v for k, v in ckpt.items() if k.endswith("DataModule")]  # the data module's state_dict
+    return weights[0], weights[1], position["batches"]
+
+
+def assert_equal_weights(want: dict, got: dict) -> None:
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+
+
+def test_a_run_sigkilled_mid_epoch_resumes_to_the_uninterrupted_runs_weights(tmp_path):
+    # digits_tiny: 4 batches an epoch, 2 epochs, shuffling and random affine augmentation on; killed 2 batches into
+    # the second epoch
+    want, got, batch = killed_then_resumed(tmp_path, TINY, step=6)
+    assert batch == 2  # mid-epoch
+    assert_equal_weights(want, got)
+
+
+def test_a_decision_transformer_sigkilled_mid_epoch_resumes_to_the_uninterrupted_runs_weights(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests/rl"))
+    from rl_episodes import random_episodes, write_d4rl
+
+    data = write_d4rl(random_episodes("CartPole-v1", 12), tmp_path / "cartpole.hdf5")
+    # 3 windows' batches an epoch, 2 epochs, dropout 0.1 on; killed after the first batch of the second epoch
+    args = ["--config", str(ROOT / "configs/dt_cartpole.yaml"), "--config", str(ROOT / "configs/dt_cartpole_tiny.yaml"),
+            "--data.init_args.dataset", data]  # fmt: skip
+    want, got, batch = killed_then_resumed(tmp_path, args, step=4)
+    assert batch == 1
+    assert_equal_weights(want, got)

@@ -9,6 +9,7 @@ Shape legend
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -121,7 +122,13 @@ def random_affine(
 class AugmentCollate:
     """Collate ``{"image", ...}`` items with an ``ImageAugment`` done on tensors: its per-image steps (flip, crop)
     first, then one random affine warp per image for the whole batch at once. Picklable, so worker processes can run
-    it; random numbers come from torch's RNG, so ``seed_everything`` makes batches reproducible.
+    it.
+
+    A batch's random draws come from torch's RNG seeded with ``seed`` and a hash of the batch's pixels (in a forked
+    RNG: the global stream is left as it was), so they depend on nothing but the batch: not on when the loader runs
+    (Lightning fetches one batch ahead of the step), nor on what drew from the RNG before. A run resumed mid-epoch
+    warps its batches as the uninterrupted run did, and dropout's draws do not shift with the loader's. Batches are
+    shuffled anew every epoch, so an image's warp changes from epoch to epoch.
 
     Attributes:
         augment: what to do.
@@ -132,8 +139,17 @@ class AugmentCollate:
     augment: ImageAugment
     img_size: tuple[int, int]
     fill: float = 0.0
+    seed: int = 0  # with the hash of a batch's pixels, the seed of its draws
 
     def __call__(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        key = hashlib.blake2b(str(self.seed).encode(), digest_size=8)
+        for item in items:
+            key.update(item["image"].detach().cpu().contiguous().numpy().tobytes())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int.from_bytes(key.digest(), "little") % 2**63)
+            return self._augment(items)
+
+    def _augment(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         steps = self.augment.sample_transforms(self.img_size, fill=self.fill)
         if steps:
             per_image = v2.Compose(steps)

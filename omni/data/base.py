@@ -14,7 +14,9 @@ import lightning as L
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+
+from omni.data.resume import SkipOnResume
 
 __all__ = ["EpochShuffle", "OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
 
@@ -52,27 +54,33 @@ def held_out_split(labels: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarra
     return np.sort(keep), np.sort(out)
 
 
-class EpochShuffle(Sampler[int]):
+class EpochShuffle(SkipOnResume, DistributedSampler):
     """A new random order every epoch, drawn from ``(seed, epoch)`` alone (Lightning calls ``set_epoch``), so a run
-    resumed at epoch e sees the order the uninterrupted run saw, and the global RNG is left to augmentation."""
+    resumed at epoch e sees the order the uninterrupted run saw, and the global RNG is left to augmentation.
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+    Under DDP (``num_replicas`` W) rank r takes positions r, r + W, r + 2W, ... of that one order, as
+    ``DistributedSampler`` deals (the end padded with the order's first positions when W does not divide the size):
+    the W ranks' batches of a step hold exactly what one process's batch of W times the size holds. A
+    ``DistributedSampler`` so that Lightning keeps it instead of wrapping it in one that shuffles again."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank: expected 0 <= rank < num_replicas={num_replicas}, got {rank}")
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.size = size
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int]:  # type: ignore[override]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=g).tolist())
+        order = torch.randperm(self.size, generator=g).tolist()
+        order += order[: self.total_size - len(order)]  # pad to a multiple of the ranks, as DistributedSampler does
+        return self.resumed(iter(order[self.rank : self.total_size : self.num_replicas]))
 
 
 class OmniDataModule(L.LightningDataModule):
     """Loaders over ``train_set`` / ``val_set`` / ``test_set``: training batches in a new order every epoch
-    (``EpochShuffle``, seeded by ``seed_everything``'s seed), the others in order."""
+    (``EpochShuffle``, seeded by ``seed_everything``'s seed), the others in order. Under DDP ``batch_size`` is per
+    rank; training positions are dealt over the ranks by ``EpochShuffle``, the others by the ``DistributedSampler``
+    Lightning puts in (rank r: positions r, r + W, ...)."""
 
     def __init__(self, batch_size: int, num_workers: int = 0) -> None:
         """
@@ -89,6 +97,34 @@ class OmniDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches trained) of the checkpoint loaded
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its epoch, kept in every checkpoint: the epoch and the batches its loop has taken."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch, "batches": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """From a checkpoint: the next training loader skips the batches of that epoch the run had trained on."""
+        if state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+    def resume_sampler(self, sampler: SkipOnResume, items_per_batch: int) -> None:
+        """Make a training sampler (``items_per_batch`` of its items to a batch) skip what a loaded checkpoint's run
+        trained on in its last epoch; nothing when none was loaded, or it was saved at the end of an epoch."""
+        if self._resume is not None:
+            epoch, batches = self._resume
+            sampler.skip(epoch, batches * items_per_batch)
+            self._resume = None
+
+    def replicas(self) -> tuple[int, int]:
+        """(rank, world size) of the trainer this module is attached to; (0, 1) outside one or in one process."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
 
     def collate(self, split: Split) -> Callable[[list[Any]], Any]:
         """How a list of items becomes a batch for ``split`` (default: ``default_collate``)."""
@@ -98,10 +134,15 @@ class OmniDataModule(L.LightningDataModule):
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
         train = split == "train"
+        rank, world = self.replicas()
+        seed = torch.initial_seed() % 2**31
+        sampler = EpochShuffle(len(ds), seed, world, rank) if train else None
+        if sampler is not None:
+            self.resume_sampler(sampler, self.batch_size)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(ds), torch.initial_seed() % 2**31) if train else None,  # type: ignore[arg-type]
+            sampler=sampler,  # type: ignore[arg-type]
             generator=torch.Generator().manual_seed(torch.initial_seed() % 2**31),  # worker seeds; not the global RNG
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

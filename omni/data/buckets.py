@@ -1,4 +1,4 @@
-"""Batches of utterances of similar duration, under a budget of padded seconds, sharded over DDP ranks.
+"""Batches of utterances of similar duration, under a budget of padded seconds, dealt over DDP ranks by rows.
 
 ``DurationBucketSampler`` yields lists of indices (a batch sampler). Utterances are sorted by duration and cut into
 ``num_buckets`` buckets of equal count; a bucket's batch size is what its longest utterance allows under
@@ -7,10 +7,14 @@ utterances are dealt into near-equal batches of at most that size. Each epoch th
 shuffled before they are cut and the batches are shuffled, from ``(seed, epoch)`` alone, so every rank draws the
 same list and a resumed run sees the order the uninterrupted run saw. The number of batches never changes.
 
-Under DDP every rank takes every ``num_replicas``-th batch of that list. To give all ranks the same number of
-batches (a rank with one batch fewer would leave the others waiting in an all-reduce), the largest batches are
-split in two until the count divides evenly: each utterance is then seen exactly once per epoch across ranks.
-Only with fewer utterances than ranks are batches repeated, as ``DistributedSampler`` pads.
+Under DDP (W ranks) the budget and ``batch_size`` are per rank, as batch sizes are everywhere in Lightning: the
+sampler builds the global batches one process would build with W times the budget (or W x ``batch_size``), and rank
+r takes rows r, r + W, r + 2W, ... of every global batch. So W ranks train each step on exactly the utterances one
+process with the W-times budget puts in its batch, every rank has the same number of batches, and each utterance is
+seen once per epoch. A rank's share holds at most one utterance more than the per-rank budget allows (the global
+batch size need not divide by W). A global batch with fewer rows than ranks (a bucket's last few utterances) repeats
+its rows so every rank has one, as ``DistributedSampler`` pads; with ``even=False`` (prediction) nothing repeats and a
+rank without a row skips that batch.
 
 The sampler is a ``torch.utils.data.DistributedSampler`` (of batches): Lightning leaves a loader whose ``sampler``
 is one alone under DDP instead of injecting its own, and calls ``set_epoch`` on it. In a Lightning data module pass
@@ -27,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from omni.data.resume import SkipOnResume
+
 __all__ = ["BatchOf", "DurationBucketSampler"]
 
 
@@ -42,9 +48,9 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return world, me
 
 
-class DurationBucketSampler(DistributedSampler):
-    """Duration-bucketed batches under a padded-seconds budget, reshuffled per epoch, even over DDP ranks (see the
-    module docstring). Iterating yields this rank's batches, each a list of indices into ``durations``."""
+class DurationBucketSampler(SkipOnResume, DistributedSampler):
+    """Duration-bucketed batches under a padded-seconds budget, reshuffled per epoch, dealt over DDP ranks by rows
+    (see the module docstring). Iterating yields this rank's batches, each a list of indices into ``durations``."""
 
     def __init__(
         self,
@@ -61,18 +67,18 @@ class DurationBucketSampler(DistributedSampler):
         """
         Args:
             durations: seconds of each utterance (what the batch budget counts; scale them for speed perturbation).
-            max_batch_seconds: the most padded seconds a batch holds (batch size x its longest utterance); an
-                utterance longer than that is a batch of its own.
+            max_batch_seconds: the most padded seconds a batch holds (batch size x its longest utterance), per rank;
+                an utterance longer than that is a batch of its own.
             num_buckets: duration buckets (equal counts of utterances); more buckets, less padding, less mixing.
-            batch_size: a count instead of the seconds budget (which is then ignored): each bucket is dealt into
-                near-equal batches of at most this many utterances.
+            batch_size: a count per rank instead of the seconds budget (which is then ignored): each bucket is dealt
+                into near-equal global batches of at most this many utterances times the number of ranks.
             shuffle: reshuffle bucket members and batch order each epoch (training); False: batches in order of
                 duration, the same every epoch (evaluation).
             seed: the seed of every epoch's order, with the epoch (``set_epoch``).
             num_replicas: DDP world size; None: torch.distributed's when initialised, else 1.
             rank: this process's rank; None: torch.distributed's when initialised, else 0.
-            even: give every rank the same number of batches (training and validation under DDP); False: deal
-                the batches round-robin, so some ranks may get one fewer, and never repeat one (prediction).
+            even: give every rank a row of every batch, repeating rows of a batch smaller than the number of ranks
+                (training and validation under DDP); False: never repeat one (prediction).
         """
         d = np.asarray(durations, dtype=np.float64)
         if d.ndim != 1 or d.size < 1 or not np.isfinite(d).all() or (d < 0).any():
@@ -89,25 +95,27 @@ class DurationBucketSampler(DistributedSampler):
         order = np.argsort(d, kind="stable")
         self.buckets = [b for b in np.array_split(order, min(num_buckets, d.size)) if b.size]
         self.bucket_batches = [math.ceil(b.size / self._bucket_batch_size(b)) for b in self.buckets]
-        self.num_batches = sum(self.bucket_batches)  # over all ranks, before evening out
-        total = math.ceil(self.num_batches / world) * world if even else self.num_batches
-        self.total_size = total  # DistributedSampler's names, counted in batches
-        self.num_samples = len(range(me, total, world))
+        self.num_batches = sum(self.bucket_batches)  # global batches: every rank has a share of each
+        self.total_size = self.num_batches  # DistributedSampler's names, counted in batches
+        self.num_samples = self.num_batches if even else sum(1 for b in self.batches() if len(b) > me)
 
     def _bucket_batch_size(self, bucket: np.ndarray) -> int:
-        """Utterances per batch in ``bucket``: the fixed ``batch_size``, or as many of its longest as fit."""
+        """Utterances per global batch in ``bucket``: W x the fixed ``batch_size``, or as many of its longest as fit
+        in W x the budget."""
+        world = self.num_replicas
         if self.batch_size is not None:
-            return self.batch_size
+            return self.batch_size * world
         longest = float(self.durations[bucket].max())
         if longest == 0.0:
             return bucket.size
-        size = max(1, math.floor(self.max_batch_seconds / longest))
-        while size > 1 and size * longest > self.max_batch_seconds:  # floor of a rounded quotient may be 1 too many
+        budget = self.max_batch_seconds * world
+        size = max(1, math.floor(budget / longest))
+        while size > 1 and size * longest > budget:  # floor of a rounded quotient may be 1 too many
             size -= 1
         return size
 
     def batches(self) -> list[list[int]]:
-        """Every rank's batches of this epoch, in order; rank r iterates over ``batches()[r::num_replicas]``."""
+        """The global batches of this epoch, in order; rank r iterates over their rows ``[r::num_replicas]``."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         out: list[list[int]] = []
         for bucket, n in zip(self.buckets, self.bucket_batches, strict=True):
@@ -115,15 +123,18 @@ class DurationBucketSampler(DistributedSampler):
             out += [part.tolist() for part in np.array_split(members, n)]
         if self.shuffle:
             out = [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
-        while len(out) < self.total_size:  # even out over ranks: split the largest batch in two ...
-            i = max(range(len(out)), key=lambda j: len(out[j]))
-            if len(out[i]) == 1:
-                break
-            out[i : i + 1] = [out[i][: len(out[i]) // 2], out[i][len(out[i]) // 2 :]]
-        return out + [out[j % len(out)] for j in range(self.total_size - len(out))]  # ... or repeat, if all are 1
+        return out
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        return iter(self.batches()[self.rank :: self.num_replicas])
+        return self.resumed(self._shares())
+
+    def _shares(self) -> Iterator[list[int]]:
+        world, me = self.num_replicas, self.rank
+        for batch in self.batches():
+            if self.even and len(batch) < world:  # fewer rows than ranks: repeat them, as DistributedSampler pads
+                batch = [batch[j % len(batch)] for j in range(world)]
+            if len(batch) > me:
+                yield batch[me::world]
 
     def __len__(self) -> int:
         return self.num_samples

@@ -123,4 +123,5 @@ class DigitsDataModule(ImageDataModule):
         if split != "train" or self.augment == ImageAugment():
             return default_collate
         assert self.mean is not None and self.std is not None, "setup() sets the statistics"
-        return AugmentCollate(self.augment, self.img_size, fill=-self.mean / self.std)  # fill: a blank pixel
+        fill = -self.mean / self.std  # a blank pixel
+        return AugmentCollate(self.augment, self.img_size, fill=fill, seed=torch.initial_seed() % 2**31)

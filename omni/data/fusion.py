@@ -3,9 +3,11 @@
 Splits are by shard: the last ``test_shards`` shards are the test split, the ``val_shards`` before them the
 validation split, the rest training. A ``ShardSampler`` visits one shard at a time (shards in a new order every
 epoch while training, and the scenes inside each shard shuffled), and the dataset keeps only the shard it reads in
-memory. Under DDP each rank reads its own shards (``shards[rank::world_size]``) and every rank yields the same number
-of scenes (the smallest rank's), so no rank waits on another; set the trainer's ``use_distributed_sampler: false``
-so that Lightning does not shard the scenes a second time.
+memory. Under DDP (W ranks, ``batch_size`` per rank) every rank walks the order one process walks and keeps the
+scenes r, r + W, r + 2W, ... of it (as ``DistributedSampler`` deals), cut to a multiple of W so every rank yields the
+same number: a step's W batches hold exactly the scenes one process at batch size B × W puts in its batch. The ranks
+read the same shard at the same time (each keeps only that one in memory). Set the trainer's
+``use_distributed_sampler: false`` so that Lightning does not shard the scenes a second time.
 
 Batches::
 
@@ -34,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from omni.data.base import OmniDataModule, Split
 from omni.data.fusion_scene import CLASSES, CONDITIONS
 from omni.data.fusion_sim import SHARD_FIELDS
+from omni.data.resume import SkipOnResume
 
 __all__ = ["FusionDataModule", "FusionScenes", "ShardSampler", "load_shard", "radar_features"]
 
@@ -113,9 +116,10 @@ class FusionScenes(Dataset):
         }
 
 
-class ShardSampler(Sampler[int]):
-    """Dataset positions one shard at a time: this rank's shards (``groups[rank::world_size]``), shuffled by
-    ``(seed, epoch)`` when ``shuffle`` (shard order and the order inside each), cut to the smallest rank's count."""
+class ShardSampler(SkipOnResume, Sampler[int]):
+    """Dataset positions one shard at a time, shuffled by ``(seed, epoch)`` when ``shuffle`` (shard order and the
+    order inside each); this rank's share is every ``world_size``-th position from ``rank``, all shares the same
+    length."""
 
     def __init__(
         self, groups: list[list[int]], shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
@@ -129,18 +133,18 @@ class ShardSampler(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return min(sum(len(g) for g in self.groups[r :: self.world]) for r in range(self.world))
+        return sum(len(g) for g in self.groups) // self.world
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(self.groups), generator=g).tolist() if self.shuffle else range(len(self.groups))
-        mine = [self.groups[k] for k in order][self.rank :: self.world]
         out: list[int] = []
-        for group in mine:
+        for k in order:
+            group = self.groups[k]
             if self.shuffle:
                 group = [group[i] for i in torch.randperm(len(group), generator=g).tolist()]
             out.extend(group)
-        return iter(out[: len(self)])
+        return self.resumed(iter(out[self.rank : len(self) * self.world : self.world]))
 
 
 class FusionDataModule(OmniDataModule):
@@ -215,21 +219,21 @@ class FusionDataModule(OmniDataModule):
         self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
 
     def _rank(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size <= 1:
-            return 0, 1
-        if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+        rank, world = self.replicas()
+        if world > 1 and getattr(self.trainer._accelerator_connector, "use_distributed_sampler", False):
             raise ValueError(
-                "trainer.use_distributed_sampler: expected false with FusionDataModule (it gives each rank its own "
-                "shards), got true"
+                "trainer.use_distributed_sampler: expected false with FusionDataModule (it deals the scenes over the "
+                "ranks itself), got true"
             )
-        return trainer.global_rank, trainer.world_size
+        return rank, world
 
     def _loader(self, ds: Dataset | None, split: Split) -> DataLoader:
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
         rank, world = self._rank()
         sampler = ShardSampler(self.groups[split], split == "train", torch.initial_seed() % 2**31, rank, world)
+        if split == "train":
+            self.resume_sampler(sampler, self.batch_size)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

@@ -307,6 +307,8 @@ class SpeechDataModule(OmniDataModule):
             rank=shards.get("rank"),
             even=split != "predict",  # a prediction is made once per utterance; uneven ranks are fine there
         )
+        if train:
+            self.resume_sampler(sampler, 1)
         return DataLoader(
             BatchOf(dataset),
             sampler=sampler,  # a DistributedSampler of batches: Lightning keeps it under DDP

@@ -9,7 +9,12 @@ proportional to its length, and then a start inside it uniformly) and runs K ste
 end it is padded on the right (zeros, the last real timestep repeated, ``mask`` False). Returns-to-go are the
 undiscounted sums of the rewards still to come, times ``reward_scale``; states are normalised with the dataset's
 mean and standard deviation. Training batches are drawn whole from ``(seed, epoch, batch)`` alone, so a run resumed
-at epoch e sees the batches the uninterrupted run saw.
+at epoch e (or at step s of it) sees the batches the uninterrupted run saw.
+
+Under DDP (W ranks) ``batch_size`` is per rank, as everywhere in Lightning: global batch j of an epoch is the
+``batch_size × W`` windows one process with that batch size draws from ``(seed, epoch, j)``, and rank r keeps rows
+r, r + W, r + 2W, ... of it. An epoch is still ``steps_per_epoch`` optimizer steps, and W ranks at batch size B train
+on exactly the windows one process at batch size B × W trains on.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from omni.data.base import OmniDataModule, Split
 from omni.data.episodes import Episodes
+from omni.data.resume import SkipOnResume
 
 __all__ = ["TrajectoryDataModule", "Windows", "returns_to_go"]
 
@@ -100,10 +106,16 @@ class Windows:
 
 
 class WindowBatches(Dataset):
-    """Item ``(epoch, j)`` is batch j of that epoch: B windows drawn from a generator seeded by (seed, epoch, j)."""
+    """Item ``(epoch, j)`` is this rank's part of batch j of that epoch: the B × W windows drawn from a generator
+    seeded by (seed, epoch, j), rows ``rank::world`` of them (all B of them in one process)."""
 
-    def __init__(self, windows: Windows, batch_size: int, num_batches: int, seed: int) -> None:
+    def __init__(
+        self, windows: Windows, batch_size: int, num_batches: int, seed: int, rank: int = 0, world: int = 1
+    ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank: expected 0 <= rank < world={world}, got {rank}")
         self.windows, self.batch_size, self.num_batches, self.seed = windows, batch_size, num_batches, seed
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return self.num_batches
@@ -111,14 +123,17 @@ class WindowBatches(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, dict[str, torch.Tensor]]:
         epoch, j = key
         rng = np.random.default_rng([self.seed, epoch, j])
-        return {"trajectory": self.windows.sample(rng, self.batch_size)}
+        batch = self.windows.sample(rng, self.batch_size * self.world)
+        return {"trajectory": {k: v[self.rank :: self.world] for k, v in batch.items()}}
 
 
-class EpochBatches(Sampler[tuple[int, int]]):
+class EpochBatches(SkipOnResume, DistributedSampler):
     """Yields (epoch, 0), (epoch, 1), ...: the epoch Lightning sets (``follow_epoch``), or always 0 (held-out
-    splits: the same windows every time)."""
+    splits: the same windows every time). Every rank yields every batch index (``WindowBatches`` splits each batch
+    by rows); a ``DistributedSampler`` only so that Lightning does not deal the indices over the ranks again."""
 
     def __init__(self, num_batches: int, follow_epoch: bool) -> None:
+        super().__init__(range(num_batches), num_replicas=1, rank=0, shuffle=False)
         self.num_batches, self.follow_epoch, self.epoch = num_batches, follow_epoch, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -128,8 +143,8 @@ class EpochBatches(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return self.num_batches
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter((self.epoch, j) for j in range(self.num_batches))
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        return self.resumed(iter((self.epoch, j) for j in range(self.num_batches)))
 
 
 class TrajectoryDataModule(OmniDataModule):
@@ -227,10 +242,15 @@ class TrajectoryDataModule(OmniDataModule):
     def _loader(self, ds: Dataset | None, split: Split) -> DataLoader:
         if not isinstance(ds, WindowBatches):
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
+        rank, world = self.replicas()
+        ds = WindowBatches(ds.windows, ds.batch_size, ds.num_batches, ds.seed, rank, world)  # this rank's rows
+        sampler = EpochBatches(len(ds), follow_epoch=split == "train")
+        if split == "train":
+            self.resume_sampler(sampler, 1)
         return DataLoader(
             ds,
             batch_size=None,  # items are whole batches
-            sampler=EpochBatches(len(ds), follow_epoch=split == "train"),
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

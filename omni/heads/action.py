@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omni.dropout import Dropout
+from omni.ranks import global_count
 from omni.tokenizers.checks import check_tensor
 
 __all__ = ["ActionHead"]
@@ -96,6 +97,6 @@ class ActionHead(nn.Module):
         else:  # in float32 whatever the predictions' dtype: a half-precision square overflows past 256
             per_step = (out.float() - target.float()).pow(2).mean(-1)  # (B, K)
         if mask is None:
-            return per_step.mean()
-        weight = mask.to(per_step.dtype)
-        return (per_step * weight).sum() / weight.sum().clamp(min=1.0)
+            return per_step.sum() / global_count(per_step.numel()).to(per_step.device)
+        weight = mask.to(per_step.dtype)  # a mean over the real steps of the global batch under DDP (omni.ranks)
+        return (per_step * weight).sum() / global_count(weight.sum()).to(per_step.device)

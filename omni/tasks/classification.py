@@ -69,10 +69,11 @@ class Classifier(OmniTask):
         probs = outputs["logits"].softmax(-1)
         return {"probs": probs, "pred": probs.argmax(-1)}
 
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        if stage == "test" and self.confusion.update_count > 0:
-            from omni.viz import plot_confusion_matrix
+    def write_artifacts(self, stage: Stage, run_dir: Path | None) -> None:
+        if stage == "test" and self.confusion.update_count:
+            matrix, names = self.confusion.compute(), self.class_names or [str(i) for i in range(self.num_classes)]
+            self.confusion.reset()  # compute() runs on every rank: under DDP it gathers the ranks' counts
+            if run_dir is not None:
+                from omni.viz import plot_confusion_matrix
 
-            names = self.class_names or [str(i) for i in range(self.num_classes)]
-            plot_confusion_matrix(self.confusion.compute(), names, run_dir / "confusion_matrix.png")
-            self.confusion.reset()
+                plot_confusion_matrix(matrix, names, run_dir / "confusion_matrix.png")

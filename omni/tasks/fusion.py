@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from omni.choices import check_choice
 from omni.data.fusion_scene import CAMERA_HEIGHT, CLASSES, CONDITIONS, FOCAL_PX, IMAGE_HW
 from omni.detection_metrics import DetectionAccumulator
+from omni.ranks import all_ranks, global_count
 from omni.training import OmniTask, OptimConfig, Stage
 from omni.transformer import TransformerConfig
 
@@ -334,13 +335,14 @@ class FusionDetector(OmniTask):
         query = torch.from_numpy(np.concatenate([q for q, _ in pairs])).to(logits.device)
         slot = torch.from_numpy(np.concatenate([g for _, g in pairs])).to(logits.device)
         target_class[batch_q, query] = targets["class"][batch_q, slot]
-        num = max(1, int(targets["mask"].sum()))
+        num = global_count(targets["mask"].sum()).to(logits.device)  # the global batch's objects (omni.ranks)
         if self.class_loss == "focal":
             one_hot = F.one_hot(target_class, self.num_classes + 1)[..., : self.num_classes]  # no object: all 0
             ce = sigmoid_focal_loss(logits, one_hot) / num
-        else:
-            flat = rearrange(logits, "b q c -> (b q) c")
-            ce = F.cross_entropy(flat, target_class.flatten(), weight=self.ce_weight)
+        else:  # torch's weighted mean, with the weights summed over the global batch
+            flat, classes = rearrange(logits, "b q c -> (b q) c"), target_class.flatten()
+            weights = global_count(self.ce_weight[classes].sum(), minimum=1e-12).to(logits.device)
+            ce = F.cross_entropy(flat, classes, weight=self.ce_weight, reduction="sum") / weights
         l1 = ((boxes[batch_q, query] - enc[batch_q, slot]).abs() * self.box_weights).sum() / num
         return ce, l1
 
@@ -366,7 +368,7 @@ class FusionDetector(OmniTask):
         assert first is not None
         size = self.batch_size_of(inputs)
         for name, value in first.items():
-            self.log(f"{stage}/{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=size)
+            self.log(f"{stage}/{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=size, sync_dist=True)
         return first["loss"]
 
     def detections(self, outputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -388,9 +390,8 @@ class FusionDetector(OmniTask):
 
     def _log_detection(self, stage: Stage) -> None:
         acc = self.accumulator
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (acc.preds, acc.gts))
+        gathered = all_ranks((acc.preds, acc.gts))
+        if len(gathered) > 1:
             acc.reset()
             for preds, gts in gathered:
                 for key in preds:

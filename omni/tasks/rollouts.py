@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from omni.rollout import Mode, check_targets, rollout
+from omni.training import run_directory
 
 __all__ = ["RolloutCallback"]
 
@@ -73,10 +74,8 @@ class RolloutCallback(Callback):
                 task.log(f"{stage}/{metric}_{target:g}", stats[metric], sync_dist=True)
             if i == 0:
                 task.log(f"{stage}/{metric}", stats[metric], prog_bar=True, sync_dist=True)
-        if not trainer.is_global_zero:
-            return
-        run_dir = trainer.log_dir or trainer.default_root_dir
-        if run_dir is None:
+        run_dir = run_directory(trainer)  # a collective under DDP: every rank, before the rank test
+        if run_dir is None or not trainer.is_global_zero:
             return
         name = "rollouts.csv" if stage == "val" else "rollouts_test.csv"
         csv_path = result.write_csv(Path(run_dir) / name, {"epoch": trainer.current_epoch})

@@ -28,6 +28,7 @@ from omni.choices import check_choice
 from omni.ctc import ctc_greedy, ctc_prefix_beam_search
 from omni.heads.ctc import CTCHead
 from omni.metrics import SafeCharErrorRate, SafeWordErrorRate
+from omni.ranks import all_ranks
 from omni.search import beam_search, greedy_search
 from omni.tasks.seq2seq import Seq2Seq
 from omni.tokenizers.text import TextTokenizer
@@ -264,10 +265,13 @@ class SpeechRecognizer(Seq2Seq):
     def predict_step(self, batch: Any, batch_idx: int) -> Any:
         return self.predict({}, batch)  # the decoders run the encoder themselves: no teacher-forced pass
 
-    def write_artifacts(self, stage: Stage, run_dir: Path) -> None:
-        """``errors.tsv``: key, reference, hypothesis, word edits, reference words per test utterance (worst first);
-        ``alignment.png``: the first spoken test utterance's log-mel and its CTC posteriors."""
-        if stage != "test" or not self.rows:
+    def write_artifacts(self, stage: Stage, run_dir: Path | None) -> None:
+        """``errors.tsv``: key, reference, hypothesis, word edits, reference words per test utterance (worst first),
+        every rank's; ``alignment.png``: the first spoken test utterance's log-mel and its CTC posteriors."""
+        if stage != "test":
+            return
+        self.rows = [row for rows in all_ranks(self.rows) for row in rows]  # every rank calls this
+        if run_dir is None or not self.rows:
             return
         import torchaudio.functional as AF
 

@@ -1,5 +1,5 @@
-"""DurationBucketSampler: each utterance once per epoch, disjoint even shards over ranks, the seconds budget, bucket
-purity, (seed, epoch) order; BatchOf loads what batch_sampler= would."""
+"""DurationBucketSampler: each utterance once per epoch, ranks dealt the rows of one process's batches (at W times the
+budget), the seconds budget, bucket purity, (seed, epoch) order; BatchOf loads what batch_sampler= would."""
 
 from __future__ import annotations
 
@@ -41,17 +41,19 @@ def test_one_rank_sees_every_utterance_once_per_epoch(d, budget, n_buckets, seed
 
 @settings(max_examples=150, deadline=None)
 @given(durations, budgets, buckets, st.integers(1, 4), st.integers(0, 5))
-def test_ranks_are_disjoint_even_and_cover_everything(d, budget, n_buckets, world, epoch):
+def test_ranks_share_the_rows_of_one_processs_batches_at_w_times_the_budget(d, budget, n_buckets, world, epoch):
     per_rank = ranks(d, world, epoch, max_batch_seconds=budget, num_buckets=n_buckets, seed=7)
-    assert len({len(b) for b in per_rank}) == 1  # the same number of batches on every rank
-    everything = flat([b for r in per_rank for b in r])
-    assert set(everything) == set(range(len(d)))
-    s = DurationBucketSampler(d, budget, n_buckets, num_replicas=world, rank=0)
-    if len(d) >= s.total_size:  # enough utterances to split batches until they divide evenly: each seen once
-        assert sorted(everything) == list(range(len(d)))
-    else:  # batches split down to one utterance each still do not divide evenly: a few repeat
-        assert len(everything) == s.total_size and all(len(b) == 1 for r in per_rank for b in r)
-    assert all(len(b) >= 1 for r in per_rank for b in r)
+    one = DurationBucketSampler(d, budget * world, n_buckets, seed=7, num_replicas=1, rank=0)
+    one.set_epoch(epoch)
+    assert all(len(r) == len(one) for r in per_rank)  # every rank a share of every batch: the same count
+    for j, batch in enumerate(one):
+        shares = [r[j] for r in per_rank]
+        if len(batch) >= world:  # rank r holds rows r, r + W, ...: together, the batch one process trains on
+            assert [i for k in range(len(batch)) for i in shares[k % world][k // world : k // world + 1]] == batch
+        else:  # fewer rows than ranks: rows repeat so every rank has one
+            assert all(len(x) == 1 for x in shares) and {x[0] for x in shares} == set(batch)
+    if all(len(b) >= world for b in one):
+        assert sorted(flat([b for r in per_rank for b in r])) == list(range(len(d)))  # each utterance once
 
 
 @settings(max_examples=150, deadline=None)
@@ -59,25 +61,28 @@ def test_ranks_are_disjoint_even_and_cover_everything(d, budget, n_buckets, worl
 def test_batches_respect_the_budget_and_stay_in_one_bucket(d, budget, n_buckets, world):
     s = DurationBucketSampler(d, budget, n_buckets, num_replicas=world, rank=0)
     bucket_of = {i: k for k, b in enumerate(s.buckets) for i in b.tolist()}
-    for batch in s.batches():
-        assert len(batch) == 1 or len(batch) * max(d[i] for i in batch) <= budget
+    for batch in s.batches():  # a global batch: W times the budget
+        assert len(batch) == 1 or len(batch) * max(d[i] for i in batch) <= budget * world
         assert len({bucket_of[i] for i in batch}) == 1
+    for share in s:  # a rank's share: at most one utterance over its budget
+        assert len(share) == 1 or (len(share) - 1) * max(d[i] for i in share) <= budget
 
 
 @settings(max_examples=60, deadline=None)
 @given(durations, st.integers(1, 9), st.integers(1, 4))
 def test_fixed_batch_size(d, size, world):
     s = DurationBucketSampler(d, max_batch_seconds=0.01, batch_size=size, num_replicas=world, rank=0)
-    assert all(1 <= len(b) <= size for b in s.batches())  # the 0.01 s budget is ignored
-    assert set(flat(s.batches())) == set(range(len(d))) and len(flat(s.batches())) == max(len(d), s.total_size)
+    assert all(1 <= len(b) <= size * world for b in s.batches())  # the 0.01 s budget is ignored
+    assert all(1 <= len(b) <= size for b in s)
+    assert sorted(flat(s.batches())) == list(range(len(d)))
 
 
 @settings(max_examples=60, deadline=None)
 @given(durations, budgets, st.integers(1, 4))
-def test_uneven_shards_never_repeat(d, budget, world):
+def test_uneven_shares_never_repeat(d, budget, world):
     per_rank = ranks(d, world, max_batch_seconds=budget, even=False)
     assert sorted(flat([b for r in per_rank for b in r])) == list(range(len(d)))
-    assert max(map(len, per_rank)) - min(map(len, per_rank)) <= 1
+    assert all(len(b) >= 1 for r in per_rank for b in r)
 
 
 def test_epoch_changes_the_order_and_the_same_epoch_reproduces_it():

@@ -49,14 +49,14 @@ def test_condition_filter(corpus) -> None:
         FusionDataModule(str(corpus), conditions=["snow"])
 
 
-def test_shard_sampler_gives_ranks_disjoint_whole_shards_of_equal_count() -> None:
+def test_shard_sampler_deals_one_processs_order_over_the_ranks_in_equal_disjoint_shares() -> None:
     groups = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
+    one = list(ShardSampler(groups, shuffle=True, seed=1))
     per_rank = [list(ShardSampler(groups, shuffle=True, seed=1, rank=r, world_size=2)) for r in range(2)]
-    assert len(per_rank[0]) == len(per_rank[1]) == 5  # the smaller rank has 3 + 2
-    assert not set(per_rank[0]) & set(per_rank[1])
-    for seen in per_rank:  # scenes of one shard come together
-        shard_of = [next(k for k, g in enumerate(groups) if i in g) for i in seen]
-        assert shard_of == sorted(shard_of, key=shard_of.index)
+    assert len(per_rank[0]) == len(per_rank[1]) == 5  # 11 scenes: the last one of the order is cut
+    assert [i for pair in zip(*per_rank, strict=True) for i in pair] == one[:10]  # rank r: positions r, r + 2, ...
+    shard_of = [next(k for k, g in enumerate(groups) if i in g) for i in one]  # scenes of one shard come together
+    assert shard_of == sorted(shard_of, key=shard_of.index)
     s = ShardSampler(groups, shuffle=True, seed=1)
     first = list(s)
     s.set_epoch(1)
