@@ -317,3 +317,14 @@ def test_config_fits_end_to_end(name, corpus, batch, tmp_path, export_round_trip
         ):
             main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",
                   str(ROOT / "configs/fusion_tiny.yaml"), "--root", str(corpus), "--sample", "999"])  # fmt: skip
+
+
+def test_camera_options_need_a_camera_tokenizer() -> None:
+    radar_only = {"radar": lambda d: SensorTokenizer(d, in_features=6, name="radar")}
+    trunk = {"dim": 16, "depth": 1, "heads": 2}
+    with pytest.raises(ValueError, match="camera_sampling: needs a camera tokenizer"):
+        FusionDetector(trunk=trunk, tokenizers=radar_only, camera_sampling=True)
+    with pytest.raises(ValueError, match="camera_dense: needs a camera tokenizer"):
+        FusionDetector(trunk=trunk, tokenizers=radar_only, camera_dense=1.0)
+    with pytest.raises(ValueError, match="camera_dense: expected a weight >= 0, got -1.0"):
+        detector(camera_dense=-1.0)
