@@ -337,7 +337,9 @@ class FusionDetector(OmniTask):
         """Inputs -> {"logits": (B, Q, C + 1), "boxes": (B, Q, 6), "aux": [(logits, boxes)] of earlier layers}.
 
         ``sensors``: which sensors the model may see (``both`` / ``camera`` / ``radar``); None while training draws
-        modality dropout per sample, and outside training uses ``self.sensors``.
+        modality dropout per sample, and outside training uses ``self.sensors``. With ``camera_dense`` and a camera
+        input, also "dense": (B, N_camera, 3) per-patch (logit, x, y) and "camera_seen": (B,) bool, False where the
+        camera was masked out.
         """
         if sensors is None and not self.training:
             sensors = self.sensors
