@@ -23,7 +23,7 @@ __all__ = ["ImagePatchTokenizer"]
 
 
 PosEmbed = Literal["learned", "sincos", "none"]
-Stem = Literal["patch", "conv"]
+Stem = Literal["patch", "conv", "strided"]
 
 
 def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -34,12 +34,27 @@ def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(v[0]), int(v[1]))
 
 
+def _strided_stem(in_chans: int, channels: int, steps: int) -> nn.Sequential:
+    """(B, C, H, W) -> (B, channels, H / 2^steps, W / 2^steps): ``steps`` stride-2 3×3 convs, BatchNorm, ReLU; the
+    widths double up to ``channels`` (Xiao et al. 2021's stem)."""
+    layers: list[nn.Module] = []
+    c = in_chans
+    for k in range(steps):
+        out = max(1, channels >> (steps - 1 - k))
+        layers += [nn.Conv2d(c, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+        c = out
+    return nn.Sequential(*layers)
+
+
 class ImagePatchTokenizer(nn.Module):
     """Cut images into non-overlapping patches and embed each one, as ViT does.
 
     ``stem="patch"`` is ViT's single strided convolution (identical to timm's ``PatchEmbed``). ``stem="conv"``
     first runs a few 3×3 convolutions at full resolution (Xiao et al. 2021, "Early convolutions help transformers
-    see better"): the inductive bias that small data sets need.
+    see better"): the inductive bias that small data sets need. ``stem="strided"`` is that paper's own stem: stride-2
+    3×3 convolutions (BatchNorm, ReLU), log2(p) of them, halve the image down to the patch grid, then a 1×1
+    convolution projects to D. Each token then sees an overlapping neighbourhood of pixels, so content finer than a
+    patch (where an object's foot point sits in it) survives the patchify.
 
     Every token's ``pos`` is its (row, col) in the patch grid; ``group`` and ``sample`` are 0.
     """
@@ -64,9 +79,11 @@ class ImagePatchTokenizer(nn.Module):
             in_chans: image channels C.
             img_size: (H, W) the learned position table is made for; other sizes interpolate it.
             pos_embed: ``learned`` (ViT), ``sincos`` (fixed 2-D sin-cos, any size) or ``none``.
-            stem: ``patch`` (one strided conv) or ``conv`` (3×3 convs, then the strided patch conv).
-            stem_channels: width of the 3×3 convs of the ``conv`` stem.
-            stem_depth: number of 3×3 convs in the ``conv`` stem.
+            stem: ``patch`` (one strided conv), ``conv`` (3×3 convs, then the strided patch conv) or ``strided``
+                (stride-2 3×3 convs down to the patch grid, then a 1×1 conv; ``patch_size`` a power of 2).
+            stem_channels: width of the 3×3 convs of the ``conv`` stem; the last (widest) of the ``strided`` stem,
+                whose earlier convs halve it going back (e.g. 16, 32, 64 for p = 8).
+            stem_depth: number of 3×3 convs in the ``conv`` stem (the ``strided`` stem has log2(p)).
         """
         super().__init__()
         if patch_size < 1:
@@ -83,7 +100,11 @@ class ImagePatchTokenizer(nn.Module):
             if side % patch_size:
                 raise ValueError(f"img_size: expected {name} divisible by patch_size={patch_size}, got {side}")
         layers: list[nn.Module] = []
-        if stem == "conv":
+        if stem == "strided" and patch_size & (patch_size - 1):
+            raise ValueError(f"patch_size: expected a power of 2 with stem='strided', got {patch_size}")
+        if stem == "strided":
+            self.stem, patch_in = _strided_stem(in_chans, stem_channels, patch_size.bit_length() - 1), stem_channels
+        elif stem == "conv":
             c = in_chans
             for _ in range(stem_depth):
                 layers += [nn.Conv2d(c, stem_channels, 3, padding=1, bias=False), nn.BatchNorm2d(stem_channels)]
@@ -94,15 +115,16 @@ class ImagePatchTokenizer(nn.Module):
         else:
             self.stem = nn.Identity()
             patch_in = in_chans
-        self.proj = nn.Conv2d(patch_in, dim, kernel_size=patch_size, stride=patch_size)
+        kernel = 1 if stem == "strided" else patch_size
+        self.proj = nn.Conv2d(patch_in, dim, kernel_size=kernel, stride=kernel)
         self.grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.randn(1, self.grid[0] * self.grid[1], dim) * 0.02)
         else:
             self.register_parameter("pos_embed", None)
 
-    def _position(self, h: int, w: int, device: torch.device) -> Tensor | None:
-        """(1, h*w, D) position embedding for an h × w patch grid."""
+    def position(self, h: int, w: int, device: torch.device) -> Tensor | None:
+        """(1, h*w, D) position embedding that ``forward`` adds for an h × w patch grid (None: ``pos_embed='none'``)."""
         if self.pos_embed_kind == "none":
             return None
         if self.pos_embed_kind == "sincos":
@@ -114,8 +136,9 @@ class ImagePatchTokenizer(nn.Module):
         table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
         return rearrange(table, "1 d h w -> 1 (h w) d")
 
-    def forward(self, images: Tensor) -> Tokens:
-        """(B, C, H, W) float images -> Tokens with x (B, h*w, D), pos (B, h*w, 2) = (row, col)."""
+    def feature_map(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) float images -> (B, D, h, w) patch embeddings before any position encoding, in the weights'
+        dtype: what ``forward`` flattens into tokens, and what a detector may sample at projected points."""
         check_tensor("images", images, ndim=4, layout="(B, C, H, W)", sizes={1: self.in_chans})
         _, _, height, width = images.shape
         p = self.patch_size
@@ -124,11 +147,15 @@ class ImagePatchTokenizer(nn.Module):
                 raise ValueError(
                     f"images: expected {name} divisible by patch_size={p}, got shape {tuple(images.shape)}"
                 )
-        x = self.proj(self.stem(images.to(self.proj.weight.dtype)))  # (B, D, h, w), in the weights' dtype
+        return self.proj(self.stem(images.to(self.proj.weight.dtype)))
+
+    def forward(self, images: Tensor) -> Tokens:
+        """(B, C, H, W) float images -> Tokens with x (B, h*w, D), pos (B, h*w, 2) = (row, col)."""
+        x = self.feature_map(images)  # (B, D, h, w)
 
         h, w = x.shape[-2:]
         x = rearrange(x, "b d h w -> b (h w) d")
-        pos_embed = self._position(h, w, x.device)
+        pos_embed = self.position(h, w, x.device)
         if pos_embed is not None:
             x = x + pos_embed.to(x.dtype)
         rows, cols = torch.meshgrid(

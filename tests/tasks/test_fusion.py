@@ -21,8 +21,11 @@ from omni.tasks.fusion import (
     decode_boxes,
     encode_boxes,
     focal_class_cost,
+    ground_point_patches,
     hungarian_match,
     query_positions,
+    reference_pixels,
+    sample_image,
     sigmoid_focal_loss,
 )
 from omni.tokenizers import ImagePatchTokenizer, SensorTokenizer
@@ -161,6 +164,58 @@ def test_query_positions_are_metres_then_the_patch_where_the_ground_point_appear
     assert abs(float(pos[0, 3]) - 7.5) < 1e-5  # straight ahead: between patch columns 7 and 8 of 16
 
 
+def test_reference_pixels_are_the_simulators_projection_at_each_height() -> None:
+    ref = torch.tensor([[1.0, 0.0], [2.5, -0.8], [0.6, 0.3]])  # box units
+    pix = reference_pixels(ref, heights=(0.0, 0.75, 1.5))
+    assert pix.shape == (3, 3, 2)
+    for k, z in enumerate((0.0, 0.75, 1.5)):
+        u, v = project_to_image(np.array([10.0, 25.0, 6.0]), np.array([0.0, -8.0, 3.0]), z)
+        torch.testing.assert_close(pix[:, k], torch.tensor(np.stack([u, v], -1), dtype=torch.float32))
+
+
+def test_sample_image_reads_a_patch_at_its_centre_blends_between_and_zeros_outside() -> None:
+    features = torch.randn(2, 5, 8, 16)  # an 8 x 8 px patch grid over the 64 x 128 image
+    pixels = torch.tensor([[[8 * 3 + 4.0, 8 * 2 + 4.0], [8 * 3 + 8.0, 8 * 2 + 4.0]], [[-30.0, 10.0], [64.0, 90.0]]])
+    out = sample_image(features, pixels)  # (B, Q = 2, S = 2 samples x 5)
+    assert out.shape == (2, 2, 10)
+    torch.testing.assert_close(out[:, 0, :5], features[:, :, 2, 3])  # patch (row 2, col 3) at its centre
+    torch.testing.assert_close(out[:, 0, 5:], (features[:, :, 2, 3] + features[:, :, 2, 4]) / 2)  # halfway
+    assert (out[:, 1] == 0).all()  # left of and below the image
+
+
+def test_camera_features_taken_from_the_tokens_equal_the_tokenizers_feature_map(batch) -> None:
+    model = detector(camera_sampling=True).eval()
+    images = batch["inputs"]["camera"]
+    tokens, spans = model.model.tokenize(model.model_inputs(batch))
+    got = model._camera_features(tokens.x[:, spans["camera"]], images.shape[-2:])
+    torch.testing.assert_close(got, model.model.tokenizers["camera"].feature_map(images), atol=1e-5, rtol=1e-5)
+
+
+def test_ground_point_patches_index_the_patch_of_each_centre_on_the_road() -> None:
+    box = torch.zeros(1, 4, 5)
+    box[0, :, :2] = torch.tensor([[10.0, 0.0], [25.0, -8.0], [-5.0, 0.0], [10.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False]])  # the last slot is padding
+    got = ground_point_patches(box, mask, patch_size=8)
+    u, v = project_to_image(np.array([10.0, 25.0]), np.array([0.0, -8.0]))
+    expected = [int(v[i] // 8) * 16 + int(u[i] // 8) for i in range(2)]
+    assert got.tolist() == [[*expected, -1, -1]]  # behind the camera: -1
+
+
+def test_dense_loss_is_small_for_the_right_heat_map_and_ignores_a_dropped_camera() -> None:
+    model = detector(camera_dense=1.0)  # 16 px patches: a 4 x 8 grid
+    targets, _ = one_object_scene()
+    patch = int(ground_point_patches(targets["box"], targets["mask"], 16)[0, 0])
+    dense = torch.zeros(2, 32, 3)
+    dense[..., 0] = -12.0
+    dense[0, patch] = torch.cat([torch.tensor([12.0]), encode_boxes(targets["box"][0, 0])[:2]])
+    seen = torch.tensor([True, True])
+    assert float(model.dense_loss(dense, seen, targets)) < 1e-5
+    missed = dense.clone()
+    missed[0, patch, 0] = -12.0
+    assert float(model.dense_loss(missed, seen, targets)) > 1.0
+    assert float(model.dense_loss(missed, torch.tensor([False, True]), targets)) < 1e-5  # no camera, no loss
+
+
 def one_object_scene() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Targets of two scenes (one object in the first, none in the second) and 4 query boxes per scene, query 2 of
     scene 0 exactly on the object."""
@@ -186,7 +241,11 @@ def test_set_loss_is_zero_l1_for_perfect_boxes_and_handles_empty_scenes() -> Non
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"class_loss": "focal", "query_prior": True, "local_queries": True, "local_extra": NEAR, "num_queries": 9}],
+    [
+        {},
+        {"class_loss": "focal", "query_prior": True, "local_queries": True, "local_extra": NEAR, "num_queries": 9},
+        {"camera_sampling": True, "camera_dense": 1.0},
+    ],
 )
 def test_masking_a_sensor_equals_leaving_it_out(batch, kwargs) -> None:
     """Modality dropout masks tokens out rather than removing them: the queries' outputs must be those of a
@@ -215,13 +274,17 @@ def test_modality_dropout_draws_per_sample_never_both() -> None:
         detector(eval_sensors=["lidar"])
 
 
-def test_training_step_with_aux_losses_backpropagates(batch) -> None:
-    model = detector(aux_loss=True, modality_dropout=0.2).train()
+@pytest.mark.parametrize("camera", [{}, {"camera_sampling": True, "camera_dense": 1.0}])
+def test_training_step_with_aux_losses_backpropagates(batch, camera) -> None:
+    model = detector(aux_loss=True, modality_dropout=0.2, **camera).train()
     out = model(model.model_inputs(batch))
     assert len(out["aux"]) == 1 and out["logits"].shape == (6, 4, 4) and out["boxes"].shape == (6, 4, 6)
-    loss = model.loss(out, batch, "train")["loss"]
-    loss.backward()
-    assert torch.isfinite(loss) and model.class_head.weight.grad is not None
+    losses = model.loss(out, batch, "train")
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and model.class_head.weight.grad is not None
+    if camera:
+        assert out["dense"].shape == (6, 4 * 8, 3) and torch.isfinite(losses["dense"])
+        assert model.camera_sampling.weight.grad.abs().sum() > 0 and model.dense_head.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ["fusion", "fusion_camera", "fusion_radar"])
@@ -254,3 +317,14 @@ def test_config_fits_end_to_end(name, corpus, batch, tmp_path, export_round_trip
         ):
             main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",
                   str(ROOT / "configs/fusion_tiny.yaml"), "--root", str(corpus), "--sample", "999"])  # fmt: skip
+
+
+def test_camera_options_need_a_camera_tokenizer() -> None:
+    radar_only = {"radar": lambda d: SensorTokenizer(d, in_features=6, name="radar")}
+    trunk = {"dim": 16, "depth": 1, "heads": 2}
+    with pytest.raises(ValueError, match="camera_sampling: needs a camera tokenizer"):
+        FusionDetector(trunk=trunk, tokenizers=radar_only, camera_sampling=True)
+    with pytest.raises(ValueError, match="camera_dense: needs a camera tokenizer"):
+        FusionDetector(trunk=trunk, tokenizers=radar_only, camera_dense=1.0)
+    with pytest.raises(ValueError, match="camera_dense: expected a weight >= 0, got -1.0"):
+        detector(camera_dense=-1.0)
