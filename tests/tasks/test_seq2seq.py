@@ -119,7 +119,7 @@ def test_a_decoder_without_cross_attention_in_the_yaml_fails_clearly():
         main(["fit", "--config", CONFIG, "--model.init_args.decoder_trunk.cross_attention", "false"])
 
 
-def test_the_reverse_yaml_trains_to_every_test_sequence_exactly_and_predicts_them(tmp_path, capsys):
+def test_the_reverse_yaml_trains_to_every_test_sequence_exactly_and_predicts_them(tmp_path, capsys, export_round_trip):
     main([
         "fit", "--config", CONFIG,
         "--trainer.logger.init_args.save_dir", str(tmp_path / "fit"), "--trainer.enable_progress_bar", "false",
@@ -142,3 +142,9 @@ def test_the_reverse_yaml_trains_to_every_test_sequence_exactly_and_predicts_the
     assert torch.equal(preds["lengths"], lengths)
     width = preds["ids"].shape[1]
     assert torch.equal(preds["ids"], nn.functional.pad(targets[:, 1:], (0, width - targets.shape[1] + 1)))
+
+    # `omni export` -> `omni.load`: the same teacher-forced logits and the same decoded ids, without a pickle
+    batch = next(iter(data.test_dataloader()))
+    exported = export_round_trip(run / "checkpoints/last.ckpt", lambda t: t(t.model_inputs(batch))["logits"])
+    n = len(batch["target"]["ids"])
+    assert torch.equal(exported.eval().decode(exported.encoder_inputs(batch)).ids, preds["ids"][:n])
