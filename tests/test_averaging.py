@@ -3,24 +3,15 @@
 from pathlib import Path
 
 import torch
+from test_resume import _cli as resume_cli
 
 from omni.averaging import EMA
 from omni.cli import OmniCLI
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config", str(ROOT / "configs/digits.yaml"), "--config", str(ROOT / "configs/digits_tiny.yaml")]
-
 
 def _cli(save_dir: Path) -> OmniCLI:
-    return OmniCLI(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        run=False,
-        save_config_callback=None,
-        args=[*TINY, "--trainer.logger.init_args.save_dir", str(save_dir), "--trainer.enable_progress_bar", "false",
-              "--test_after_fit", "false", "--trainer.max_epochs", "2"],
-    )  # fmt: skip
+    """The digits tiny job of the resume tests, 2 epochs, no test after fit."""
+    return resume_cli(save_dir, "--trainer.max_epochs", "2")
 
 
 def test_testing_after_fit_reads_the_average_and_resuming_reads_both(tmp_path):
