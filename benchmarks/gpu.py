@@ -142,31 +142,10 @@ def task_data(task: str, work: Path, scale: int) -> list[str]:
 
 def random_hopper_dataset(root: Path, dataset_id: str, episodes: int) -> None:
     """Random-policy Hopper-v5 episodes as a Minari dataset (speed needs windows, not good behaviour)."""
-    import warnings
+    from omni.data.random_minari import random_minari_dataset
 
-    import gymnasium as gym
-    import numpy as np
-    from minari import create_dataset_from_buffers
-    from minari.data_collector import EpisodeBuffer
-
-    env = gym.make("Hopper-v5")
-    env.action_space.seed(0)
-    buffers = []
-    for e in range(episodes):
-        obs, _ = env.reset(seed=e)
-        o, acts, rews, terms, truncs, done = [obs], [], [], [], [], False
-        while not done:
-            act = env.action_space.sample()
-            obs, rew, term, trunc, _ = env.step(act)
-            o.append(obs), acts.append(act), rews.append(float(rew)), terms.append(term), truncs.append(trunc)
-            done = term or trunc
-        buffers.append(EpisodeBuffer(id=e, observations=np.asarray(o), actions=np.asarray(acts), rewards=rews,
-                                     terminations=terms, truncations=truncs))  # fmt: skip
-    env.close()
+    random_minari_dataset(root, dataset_id, episodes=episodes)
     os.environ["MINARI_DATASETS_PATH"] = str(root)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5", ref_min_score=0.0, ref_max_score=1.0)
 
 
 def throughput(task: str, gpu_recipe: bool, steps: int, warmup: int, data: list[str], work: Path) -> dict[str, float]:

@@ -47,34 +47,12 @@ def export_round_trip(tmp_path_factory: pytest.TempPathFactory):
 def hopper_minari(monkeypatch: pytest.MonkeyPatch):
     """``write(root, dataset_id, episodes=2, steps=10)``: random-policy Hopper-v5 episodes of at most ``steps`` steps
     as a Minari dataset under ``root`` (``$MINARI_DATASETS_PATH`` set to it); returns its ``main_data.hdf5``."""
-    import warnings
     from pathlib import Path
 
-    import gymnasium as gym
-    import numpy as np
+    from omni.data.random_minari import random_minari_dataset
 
     def write(root: Path, dataset_id: str, episodes: int = 2, steps: int = 10) -> Path:
-        from minari import create_dataset_from_buffers
-        from minari.data_collector import EpisodeBuffer
-
-        env = gym.make("Hopper-v5", max_episode_steps=steps)
-        env.action_space.seed(0)
-        buffers = []
-        for e in range(episodes):
-            obs, _ = env.reset(seed=e)
-            o, a, r, te, tr, done = [obs], [], [], [], [], False
-            while not done:
-                act = env.action_space.sample()
-                obs, rew, term, trunc, _ = env.step(act)
-                o.append(obs), a.append(act), r.append(float(rew)), te.append(term), tr.append(trunc)
-                done = term or trunc
-            buffers.append(EpisodeBuffer(id=e, observations=np.asarray(o), actions=np.asarray(a), rewards=r,
-                                         terminations=te, truncations=tr))  # fmt: skip
-        env.close()
         monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Minari warns about every unset author/description field
-            create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5", ref_min_score=0.0, ref_max_score=1.0)
-        return Path(root) / dataset_id / "data/main_data.hdf5"
+        return random_minari_dataset(root, dataset_id, episodes=episodes, max_steps=steps)
 
     return write
