@@ -29,7 +29,17 @@ from omni.cli_errors import OmniArgumentParser
 from omni.ranks import all_ranks
 from omni.training import run_directory
 
-__all__ = ["OmniCLI", "main"]
+__all__ = ["BestCheckpoint", "OmniCLI", "main"]
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` of the best epoch by a metric that some validations do not log (rollout scores every N
+    epochs): an epoch without the metric is skipped, where Lightning's would raise."""
+
+    def _save_topk_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
 class OmniCLI(LightningCLI):
@@ -116,7 +126,8 @@ class OmniCLI(LightningCLI):
             mode = getattr(self.model, "monitor_mode", "min")
             # Two callbacks: Lightning 2.6 writes `save_last` only when a top-k checkpoint was written too, and a
             # resumable run needs the last epoch whether or not it was the best.
-            extra.append(ModelCheckpoint(filename="best", monitor=monitor, mode=mode, enable_version_counter=False))
+            best = BestCheckpoint(filename="best", monitor=monitor, mode=mode, enable_version_counter=False)
+            extra.append(best)
             extra.append(ModelCheckpoint(filename="last", monitor=None, enable_version_counter=False))
             parsed = self.config.get(self.subcommand) if self.subcommand else self.config
             every = (parsed or {}).get("checkpoint_every_n_steps")

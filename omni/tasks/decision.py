@@ -28,6 +28,7 @@ from omni.transformer import TransformerConfig
 __all__ = ["DecisionTransformer", "Layout"]
 
 Layout = Literal["dt", "bc"]
+SelectBy = Literal["loss", "score"]
 TRAJECTORY = "trajectory"  # the batch key and the tokenizer's name
 RL_FACTS = ("env_id", "ref_min_score", "ref_max_score", "reward_scale", "context", "return_stats", "dataset")
 
@@ -49,6 +50,7 @@ class DecisionTransformer(OmniTask):
         state_encoder: Callable[[int], nn.Module] | None = None,
         head_dropout: float = 0.0,
         embed_dropout: float = 0.0,
+        select_by: SelectBy = "loss",
         optim: OptimConfig | None = None,
     ) -> None:
         """
@@ -64,10 +66,14 @@ class DecisionTransformer(OmniTask):
                 ``dim`` (``omni.tokenizers.ImagePatchTokenizer``) that turns each observation into patch tokens.
             head_dropout: dropout before the action head's linear layer.
             embed_dropout: dropout on the token embeddings (CORL's ``embedding_dropout``, 0.1 there).
+            select_by: what picks the ``best`` checkpoint: ``loss`` (the validation action loss) or ``score`` (the
+                validation rollouts' normalised score at the first target, on episodes the test never plays: an
+                online choice of the policy, so a run that uses it says so).
             optim: optimizer and schedule settings (CORL: AdamW, warmup, clip 0.25 via the trainer's
                 ``gradient_clip_val`` or ``optim.grad_clip``).
         """
         check_choice("layout", layout, Layout)
+        check_choice("select_by", select_by, SelectBy)
         tokenizer = partial(
             TrajectoryTokenizer,
             state_dim=state_dim,
@@ -82,6 +88,8 @@ class DecisionTransformer(OmniTask):
         self.save_hyperparameters()
         self.state_dim, self.act_dim, self.discrete = state_dim, act_dim, discrete
         self.layout, self.max_timestep = layout, max_timestep
+        if select_by == "score":  # the rollout callback logs it at validation (every N epochs; others skipped)
+            self.monitor, self.monitor_mode = "val/score", "max"
         self.head = ActionHead(self.model.dim, act_dim, discrete, head_dropout)
         shape = (state_dim,) if state_encoder is None else (1,)
         self.register_buffer("state_mean", torch.zeros(shape))

@@ -30,6 +30,7 @@ class RolloutCallback(Callback):
         every_n_epochs: int = 1,
         mode: Mode = "window",
         seed: int = 1000,
+        test_seed: int | None = None,
     ) -> None:
         """
         Args:
@@ -38,13 +39,17 @@ class RolloutCallback(Callback):
             test_episodes: episodes per target at test; default as at validation.
             every_n_epochs: run at the validation of every N-th epoch (the test after fit runs them once more).
             mode: ``window`` (CORL's evaluation), ``cache`` or ``recompute`` (see ``omni.rollout``).
-            seed: the envs' first seed (episode i is reset with seed + i).
+            seed: the envs' first seed at validation (episode i is reset with seed + i).
+            test_seed: the first seed at test; default ``seed + 100_000``: the test plays other episodes than the
+                validations, so a checkpoint chosen by its validation score is scored on episodes it was not
+                chosen by.
         """
         self.targets = check_targets(targets, "targets")
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs: expected a positive int, got {every_n_epochs}")
         self.episodes, self.test_episodes = episodes, test_episodes
         self.every_n_epochs, self.mode, self.seed = every_n_epochs, mode, seed
+        self.test_seed = seed + 100_000 if test_seed is None else test_seed
 
     def _episodes(self, trainer: L.Trainer, stage: str) -> int:
         n = self.test_episodes if stage == "test" else None
@@ -66,7 +71,8 @@ class RolloutCallback(Callback):
         episodes = self._episodes(trainer, stage)
         if episodes < 1:
             return
-        result = rollout(task, self.targets, episodes, mode=self.mode, seed=self.seed)  # type: ignore[arg-type]
+        seed = self.test_seed if stage == "test" else self.seed
+        result = rollout(task, self.targets, episodes, mode=self.mode, seed=seed)  # type: ignore[arg-type]
         metric = "score" if result.normalized is not None else "return"
         summary = result.by_target()
         for i, (target, stats) in enumerate(summary.items()):

@@ -187,3 +187,38 @@ def test_bad_set_ups_raise_value_errors(hopper_episodes):
     wrong._trainer = Trainer()
     with pytest.raises(ValueError, match="model.state_dim: expected the data module's state_dim=11, got 12"):
         wrong.setup("fit")
+
+
+def test_select_by_score_tests_the_best_validation_rollout_on_other_episodes(tmp_path, hopper_episodes, monkeypatch):
+    import csv
+
+    import omni.tasks.rollouts as rollouts
+
+    seeds: list[tuple[int, int]] = []  # (episodes, first seed) of every rollout
+
+    def recording(task, targets, episodes, **kwargs):
+        seeds.append((episodes, kwargs["seed"]))
+        return real(task, targets, episodes, **kwargs)
+
+    real = rollouts.rollout
+    monkeypatch.setattr(rollouts, "rollout", recording)
+    data = write_d4rl(hopper_episodes, tmp_path / "hopper.hdf5")
+    configs = ["--config", str(ROOT / "configs/dt_hopper.yaml"), "--config", str(ROOT / "configs/dt_hopper_tiny.yaml")]
+    callback = {
+        "class_path": "omni.tasks.rollouts.RolloutCallback",
+        "init_args": {"targets": [50], "episodes": 2, "test_episodes": 3, "every_n_epochs": 2, "seed": 7},
+    }
+    main(["fit", *configs, "--data.init_args.dataset", data, "--trainer.logger.init_args.save_dir", str(tmp_path),
+          "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "4", "--model.init_args.select_by", "score",
+          "--trainer.callbacks", json.dumps([callback]), "--test_checkpoint", "best"])  # fmt: skip
+    run = tmp_path / "dt_hopper_tiny" / "version_0"
+    # validations at epochs 1 and 3 (0-based) on seeds 7, 8; the test on 3 episodes from 100007
+    assert seeds == [(2, 7), (2, 7), (3, 100_007)]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    scores = {int(r["epoch"]): float(r["val/score"]) for r in rows if r.get("val/score")}
+    assert sorted(scores) == [1, 3]
+    best = torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == max(scores, key=lambda e: (scores[e], -e))  # the first of equal scores stays
+    assert json.loads((run / "metrics.json").read_text())["checkpoint"].endswith("best.ckpt")
+    with pytest.raises(ValueError, match="select_by"):
+        DecisionTransformer(TRUNK, state_dim=11, act_dim=3, select_by="return")
