@@ -100,6 +100,17 @@ def rollout_every(layout: str) -> int:
     raise SystemExit(f"configs/{layout}_hopper.yaml: expected a RolloutCallback in trainer.callbacks, found none")
 
 
+def checkpoint_choice(layout: str) -> str:
+    """How the config picks the tested checkpoint: ``last``, or ``best by val/score`` (the validation rollouts, an
+    online choice: the test plays other episodes) or ``best by val/loss``."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / f"{layout}_hopper.yaml").read_text())
+    if config.get("test_checkpoint", "best") == "last":
+        return "last"
+    return f"best by val/{config['model']['init_args'].get('select_by', 'loss')}"
+
+
 def fit(
     env: str, tier: str, layout: str, seed: int, root: Path, facts: dict[str, Any], episodes: int, resume: bool = False
 ) -> dict:
@@ -142,15 +153,27 @@ def fit(
     report = json.loads((run_dir / "metrics.json").read_text())
     metrics, fit_wall = report["metrics"], report.get("fit_wall_s")
     score = metrics.get("test/score")
+    val = validation_scores(run_dir)
     print(f"{tier:>14} {layout} seed {seed}: score {score:.1f}  ({wall:.0f} s, fit {fit_wall} s)", flush=True)
     result = {"score": score, "train_wall_s": round(wall, 1), "fit_wall_s": fit_wall,
-              "run_dir": str(run_dir.relative_to(ROOT)), "metrics": metrics}  # fmt: skip
+              "run_dir": str(run_dir.relative_to(ROOT)), "checkpoint": report.get("checkpoint"),
+              "tested_epoch": report.get("epoch"), "val_scores": val, "metrics": metrics}  # fmt: skip
     done.write_text(json.dumps({"key": key, "result": result}))  # what --resume reads back
     return result
 
 
-def conditioning(run_dirs: list[str], facts: dict[str, Any], episodes: int) -> dict[str, Any]:
-    """Achieved return at three targets between the dataset's median and max, averaged over the given runs."""
+def validation_scores(run_dir: Path) -> dict[str, float]:
+    """{epoch: validation rollout score} of a run (``metrics.csv``): how the tested checkpoint was chosen, and what
+    the last epoch scored on the validation episodes."""
+    import csv
+
+    with (run_dir / "metrics.csv").open() as f:
+        return {r["epoch"]: round(float(r["val/score"]), 2) for r in csv.DictReader(f) if r.get("val/score")}
+
+
+def conditioning(checkpoints: list[str], facts: dict[str, Any], episodes: int) -> dict[str, Any]:
+    """Achieved return at three targets between the dataset's median and max, averaged over the given checkpoints
+    (each run's tested one)."""
     from omni.checkpoints import load_task
     from omni.rollout import rollout
     from omni.tasks.decision import DecisionTransformer
@@ -158,8 +181,8 @@ def conditioning(run_dirs: list[str], facts: dict[str, Any], episodes: int) -> d
     lo, hi = facts["return_median"], facts["return_max"]
     targets = [round(lo), round((lo + hi) / 2), round(hi)]
     achieved = []
-    for run in run_dirs:
-        task = load_task(DecisionTransformer, ROOT / run / "checkpoints" / "last.ckpt")
+    for ckpt in checkpoints:
+        task = load_task(DecisionTransformer, ROOT / ckpt)
         result = rollout(task, targets, episodes, mode="window", seed=10_000)
         achieved.append([result.by_target()[float(t)]["return"] for t in targets])
     mean = np.mean(achieved, axis=0)
@@ -209,7 +232,8 @@ def main() -> None:
         if "dt" in row:
             row["dt_ge_dataset"] = row["dt"]["score_mean"] >= facts["score_mean"]
             if tier == "medium-expert":
-                row["conditioning"] = conditioning([r["run_dir"] for r in row["runs"]["dt"]], facts, a.episodes)
+                tested = [r.get("checkpoint") or f"{r['run_dir']}/checkpoints/last.ckpt" for r in row["runs"]["dt"]]
+                row["conditioning"] = conditioning(tested, facts, a.episodes)
         for layout in a.layouts:  # keep the JSON line short: the per-run metrics stay in the run directories
             for r in row["runs"][layout]:
                 r.pop("metrics", None)
@@ -221,6 +245,7 @@ def main() -> None:
         "seeds": a.seeds,
         "episodes_per_target": a.episodes,
         "tiers": tiers,
+        "checkpoint_choice": {lay: checkpoint_choice(lay) for lay in a.layouts},
         "train_wall_s_max": max(walls),
         "fit_wall_s_max": max(fit_walls),
         "summary": {t: summary(row, a.layouts) for t, row in tiers.items()},
