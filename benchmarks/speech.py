@@ -50,10 +50,16 @@ def manifests(config: str) -> dict[str, Path]:
 
 
 def ensure_corpus(config: str, kind: str) -> None:
+    """Build the corpus if its manifests are missing; a corpus of an older degradation recipe is refused by the
+    build (``corpus.json`` differs), with the folder named, rather than trained on."""
+    from omni.data.speech_corpus import CorpusSpec
+
     paths = manifests(config)
-    if all(p.exists() for p in paths.values()):
-        return
     out = paths["train"].parent
+    meta = out / "corpus.json"
+    current = meta.exists() and json.loads(meta.read_text())["spec"].get("version") == CorpusSpec().version
+    if current and all(p.exists() for p in paths.values()):
+        return
     print(f"building the {kind} corpus in {out}", flush=True)
     subprocess.run([str(Path(sys.executable).with_name("omni")), "data", "speech", "--kind", kind, "--out", str(out)],
                    cwd=ROOT, check=True)  # fmt: skip

@@ -61,6 +61,7 @@ class CorpusSpec:
     text: str | None = None  # sentences only: a text file instead of the King James Bible
     min_words: int = 3
     max_words: int = 14
+    version: int = 2  # of the degradation recipe; 2: reverberation by direct-to-reverberant ratio (``_room``)
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}
@@ -170,12 +171,22 @@ def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
 
 
+ROOM_DRR_DB = (0.0, 12.0)  # direct-to-reverberant ratio: small and medium rooms, talker 0.5-3 m from the microphone
+
+
 def _room(rng: np.random.Generator) -> np.ndarray:
-    """A synthetic room impulse response: the direct sound, then exponentially decaying noise (RT60 0.15-0.8 s)."""
+    """A synthetic room impulse response: the direct sound, then exponentially decaying noise (RT60 0.15-0.8 s)
+    whose energy sits a direct-to-reverberant ratio drawn from ``ROOM_DRR_DB`` below the direct sound's.
+
+    (Scaling the tail's samples instead, as corpora of version 1 did, put the DRR at -13.5 dB on median and -3.4 dB
+    at best: half the corpus reverberated like a cathedral heard from its far end, and a recognizer trained on it
+    erred as often on its own training utterances as on held-out voices.)"""
     rt60 = rng.uniform(0.15, 0.8)
     t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
-    tail = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60) * rng.uniform(0.05, 0.4)
+    tail = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)
     tail[: int(0.002 * SAMPLE_RATE)] = 0.0  # the first reflection arrives after the direct sound
+    drr_db = rng.uniform(*ROOM_DRR_DB)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail**2))  # tail energy = direct energy (1) / DRR
     tail[0] = 1.0
     return tail / np.sqrt(np.sum(tail**2))
 

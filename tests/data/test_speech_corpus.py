@@ -127,3 +127,14 @@ def test_cli_builds_a_corpus(tmp_path, capsys):
                "--num_test", "1", "--workers", "1"])  # fmt: skip
     assert len(manifest(tmp_path, "test")) == 1
     assert "train 3, val 1, test 1" in capsys.readouterr().out
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_rooms_keep_the_direct_sound_above_the_reverberation(seed):
+    from omni.data.speech_corpus import ROOM_DRR_DB, _room
+
+    h = _room(np.random.default_rng(seed))
+    assert np.sum(h**2) == pytest.approx(1.0)
+    drr = 10 * np.log10(h[0] ** 2 / np.sum(h[1:] ** 2))
+    assert ROOM_DRR_DB[0] - 1e-6 <= drr <= ROOM_DRR_DB[1] + 1e-6
