@@ -158,23 +158,25 @@ def query_positions(ref: Tensor, patch_size: int) -> Tensor:
 
 
 def reference_pixels(ref: Tensor, heights: tuple[float, ...] = SAMPLE_HEIGHTS) -> Tensor:
-    """(Q, 2) reference points in box units -> (Q, S, 2) pixel (u, v) (u right, v down; pixel i spans [i, i + 1))
+    """(..., 2) BEV points in box units -> (..., S, 2) pixel (u, v) (u right, v down; pixel i spans [i, i + 1))
     where the points at ``heights`` (S of them, metres) above each appear in the simulator's pinhole camera
     (``omni.data.fusion_scene.project_to_image``); points less than 0.5 m ahead are taken at 0.5 m."""
     xy = ref * ref.new_tensor(BOX_SCALE[:2])
-    ahead = xy[:, :1].clamp(min=0.5)  # (Q, 1)
-    z = ref.new_tensor(heights)[None, :]  # (1, S)
-    u = (IMAGE_HW[1] / 2 - FOCAL_PX * xy[:, 1:2] / ahead).expand(-1, len(heights))
+    ahead = xy[..., :1].clamp(min=0.5)  # (..., 1)
+    z = ref.new_tensor(heights)  # (S,)
+    u = (IMAGE_HW[1] / 2 - FOCAL_PX * xy[..., 1:2] / ahead).expand(*xy.shape[:-1], len(heights))
     v = IMAGE_HW[0] / 2 - FOCAL_PX * (z - CAMERA_HEIGHT) / ahead
     return torch.stack([u, v], dim=-1)
 
 
 def sample_image(features: Tensor, pixels: Tensor) -> Tensor:
     """Bilinear samples of a patch-embedding map at pixel points: features (B, D, h, w) of an image of
-    ``IMAGE_HW`` pixels, pixels (Q, S, 2) (u, v) -> (B, Q, S · D); points outside the image read zeros."""
+    ``IMAGE_HW`` pixels, pixels (Q, S, 2) (the same points in every sample) or (B, Q, S, 2) (u, v) -> (B, Q, S · D);
+    points outside the image read zeros."""
     size = pixels.new_tensor([IMAGE_HW[1], IMAGE_HW[0]])
     grid = (2 * pixels / size - 1).to(features.dtype)  # [-1, 1] over the image's outer edges (align_corners=False)
-    grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1, -1)  # (B, Q, S, 2)
+    if grid.ndim == 3:
+        grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1, -1)  # (B, Q, S, 2)
     out = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, D, Q, S)
     return rearrange(out, "b d q s -> b q (s d)")
 
@@ -211,6 +213,7 @@ class FusionDetector(OmniTask):
         local_queries: bool = False,
         camera_sampling: bool = False,
         camera_dense: float = 0.0,
+        camera_resample: list[int] | None = None,
         match_on: MatchOn = "box",
         box_weights: list[float] | None = None,
         aux_loss: bool = True,
@@ -249,6 +252,13 @@ class FusionDetector(OmniTask):
                 the road) appears in it (sigmoid focal loss per object) and, where one does, the nearest such
                 object's (x, y) in box units (L1). The 2-D position of an object is unambiguous where its depth is
                 not, so the camera features learn where objects are before the queries learn to read them. 0: off.
+            camera_resample: trunk layers (indices >= 1) before which each query reads the camera where its *current*
+                centre estimate appears (the shared heads on the previous layer's output, as for the auxiliary
+                losses; the point detached): the camera tokens of that layer's input (their trunk features, not only
+                the tokenizer's) sampled bilinearly at ``SAMPLE_HEIGHTS`` above that centre, through a linear map
+                that starts at zero, so the model starts as the one without it (Deformable DETR's and DETR3D's
+                iterative refinement: a query looks again where it now thinks its object is, rather than at its
+                fixed reference point). None: off.
             match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
                 (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
                 which query answers for which object from step to step).
@@ -304,6 +314,17 @@ class FusionDetector(OmniTask):
             if cam is None or not callable(getattr(cam, "position", None)):
                 raise ValueError("camera_sampling: needs a camera tokenizer with patch positions (ImagePatchTokenizer)")
             self.camera_sampling = nn.Linear(len(SAMPLE_HEIGHTS) * dim, dim)
+        self.camera_resample_layers = sorted(set(camera_resample or []))
+        self.camera_resample: nn.Module | None = None
+        if self.camera_resample_layers:
+            depth = len(self.model.trunk.blocks)
+            if CAMERA not in self.model.tokenizers or not hasattr(self.model.tokenizers[CAMERA], "patch_size"):
+                raise ValueError("camera_resample: needs a camera tokenizer with a patch_size (ImagePatchTokenizer)")
+            if min(self.camera_resample_layers) < 1 or max(self.camera_resample_layers) >= depth:
+                raise ValueError(f"camera_resample: expected layer indices in [1, {depth - 1}], got {camera_resample}")
+            self.camera_resample = nn.Linear(len(SAMPLE_HEIGHTS) * dim, dim)
+            nn.init.zeros_(self.camera_resample.weight)
+            nn.init.zeros_(self.camera_resample.bias)
         if camera_dense < 0:
             raise ValueError(f"camera_dense: expected a weight >= 0, got {camera_dense}")
         self.camera_dense = camera_dense
@@ -373,9 +394,12 @@ class FusionDetector(OmniTask):
                 pad[:, spans[name]] &= ~dropped[:, None]
         hidden: list[Tensor] = []
         hooks = []
+        blocks = self.model.trunk.blocks
         if self.aux_loss and self.training:
-            blocks = self.model.trunk.blocks
             hooks = [b.register_forward_hook(lambda _m, _i, out: hidden.append(out)) for b in list(blocks)[:-1]]
+        if self.camera_resample is not None and CAMERA in spans:
+            look = self._resample_hook(q, spans[CAMERA], inputs[CAMERA].shape[-2:], ~drop[CAMERA])
+            hooks += [blocks[i].register_forward_pre_hook(look) for i in self.camera_resample_layers]
         try:
             mixed = self.model.mix(tokens.replace(pad=pad))
         finally:
@@ -388,6 +412,25 @@ class FusionDetector(OmniTask):
             out["dense"] = self.dense_head(mixed.x[:, spans[CAMERA]])  # (B, N_camera, 3)
             out["camera_seen"] = ~drop[CAMERA]  # (B,)
         return out
+
+    def _resample_hook(self, q: slice, cam: slice, image_hw: torch.Size, seen: Tensor) -> Callable[..., Any]:
+        """A forward pre-hook for a trunk block: ``camera_resample``'s read of the camera at each query's current
+        centre, added to the queries' rows of the block's input x (B, N, D); ``seen`` (B,) False where the camera
+        is masked out (those samples read nothing)."""
+
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = args[0]
+            with torch.no_grad():
+                centre = self._heads(self.model.trunk.norm(x[:, q]))[1][..., :2]  # (B, Q, 2) box units
+            patch = self.model.tokenizers[CAMERA].patch_size
+            features = rearrange(x[:, cam], "b (h w) d -> b d h w", h=image_hw[0] // patch)  # the trunk's, (B, D, h, w)
+            read = self.camera_resample(sample_image(features, reference_pixels(centre.float())))  # (B, Q, D)
+            read = read * seen.to(read.dtype)[:, None, None]
+            x = x.clone()
+            x[:, q] = x[:, q] + read.to(x.dtype)
+            return (x, *args[1:])
+
+        return hook
 
     def _camera_features(self, x: Tensor, image_hw: torch.Size) -> Tensor:
         """The camera tokens' x (B, h*w, D) -> (B, D, h, w) the tokenizer's feature map (its position encoding taken
