@@ -217,7 +217,7 @@ class FusionDetector(OmniTask):
         match_on: MatchOn = "box",
         box_weights: list[float] | None = None,
         aux_loss: bool = True,
-        modality_dropout: float = 0.0,
+        modality_dropout: float | dict[str, float] = 0.0,
         eval_sensors: list[SensorSet] | None = None,
         optim: OptimConfig | None = None,
     ) -> None:
@@ -266,19 +266,31 @@ class FusionDetector(OmniTask):
                 DETR3D weights velocity 0.2.
             aux_loss: add the same loss on every earlier layer's queries (through the shared heads).
             modality_dropout: while training, the chance per sample that the camera's tokens are masked out, and
-                (separately, never both) that the radar's are; needs both sensors.
+                (separately, never both) that the radar's are; needs both sensors. A number is the same chance for
+                each (at most 0.5); ``{camera: 0.2, radar: 0.1}`` sets them apart (summing to at most 1; a sensor
+                not named is never dropped): a sensor that learns slowly alone costs the fused model the steps in
+                which it is all there is.
             eval_sensors: sensor sets evaluated at validation and test; the first one picks the best checkpoint.
                 Default: ``both``, ``camera`` and ``radar`` for a model that has both, else the one it has.
             optim: optimizer and schedule settings.
         """
-        if not 0.0 <= modality_dropout <= 0.5:
+        if isinstance(modality_dropout, Mapping):
+            drop_p = {CAMERA: 0.0, RADAR: 0.0, **modality_dropout}
+            if set(drop_p) != {CAMERA, RADAR} or min(drop_p.values()) < 0 or sum(drop_p.values()) > 1:
+                raise ValueError(
+                    f"modality_dropout: expected {{camera: p, radar: p}} with p >= 0 summing to <= 1, got "
+                    f"{dict(modality_dropout)}"
+                )
+        elif not 0.0 <= modality_dropout <= 0.5:
             raise ValueError(f"modality_dropout: expected a probability in [0, 0.5], got {modality_dropout}")
+        else:
+            drop_p = {CAMERA: float(modality_dropout), RADAR: float(modality_dropout)}
         super().__init__(trunk, tokenizers, None, {QUERIES: num_queries}, None, optim)
         self.save_hyperparameters()
         have = [s for s in (CAMERA, RADAR) if s in self.model.tokenizers]
         if not have:
             raise ValueError(f"tokenizers: expected a camera or a radar tokenizer, got {sorted(tokenizers)}")
-        if modality_dropout and len(have) < 2:
+        if any(drop_p.values()) and len(have) < 2:
             raise ValueError("modality_dropout: needs both a camera and a radar tokenizer")
         default: list[SensorSet] = ["both", CAMERA, RADAR] if len(have) == 2 else [have[0]]  # type: ignore[list-item]
         self.eval_sensors: list[SensorSet] = list(eval_sensors or default)
@@ -287,7 +299,7 @@ class FusionDetector(OmniTask):
                 raise ValueError(f"eval_sensors: {s!r} needs sensors this model lacks (it has {have})")
         self.num_classes, self.num_queries = num_classes, num_queries
         self.class_weight, self.l1_weight, self.eos_coef = class_weight, l1_weight, eos_coef
-        self.aux_loss, self.modality_dropout = aux_loss, modality_dropout
+        self.aux_loss, self.modality_dropout = aux_loss, drop_p
         check_choice("match_on", match_on, MatchOn)
         self.match_on = match_on
         if box_weights is not None and (len(box_weights) != 6 or min(box_weights) < 0):
@@ -352,8 +364,8 @@ class FusionDetector(OmniTask):
         if sensors is not None:
             return {s: torch.full((batch,), sensors not in ("both", s), device=device) for s in (CAMERA, RADAR)}
         u = torch.rand(batch, device=device)
-        p = self.modality_dropout
-        return {CAMERA: u < p, RADAR: (u >= p) & (u < 2 * p)}
+        p_camera, p_radar = self.modality_dropout[CAMERA], self.modality_dropout[RADAR]
+        return {CAMERA: u < p_camera, RADAR: (u >= p_camera) & (u < p_camera + p_radar)}
 
     def forward(self, inputs: Mapping[str, Any], sensors: SensorSet | None = None) -> dict[str, Any]:
         """Inputs -> {"logits": (B, Q, C + 1), "boxes": (B, Q, 6), "aux": [(logits, boxes)] of earlier layers}.

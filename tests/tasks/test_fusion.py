@@ -274,6 +274,26 @@ def test_modality_dropout_draws_per_sample_never_both() -> None:
         detector(eval_sensors=["lidar"])
 
 
+def test_modality_dropout_per_sensor() -> None:
+    """``{camera: p, radar: p'}`` drops each sensor at its own rate (never both); a number means the same for each,
+    and draws exactly as the per-sensor form with that number twice."""
+    model = detector(modality_dropout={"camera": 0.3, "radar": 0.1}).train()
+    drop = model._dropped(10_000, torch.device("cpu"), None)
+    assert not (drop["camera"] & drop["radar"]).any()
+    assert drop["camera"].float().mean() == pytest.approx(0.3, abs=0.02)
+    assert drop["radar"].float().mean() == pytest.approx(0.1, abs=0.02)
+    assert not detector(modality_dropout={"camera": 0.2})._dropped(1000, torch.device("cpu"), None)["radar"].any()
+    same, apart = detector(modality_dropout=0.2), detector(modality_dropout={"camera": 0.2, "radar": 0.2})
+    torch.manual_seed(1)
+    a = same._dropped(100, torch.device("cpu"), None)
+    torch.manual_seed(1)
+    b = apart._dropped(100, torch.device("cpu"), None)
+    assert all(torch.equal(a[k], b[k]) for k in ("camera", "radar"))
+    for bad in ({"camera": 0.7, "radar": 0.4}, {"lidar": 0.1}, {"camera": -0.1}):
+        with pytest.raises(ValueError, match="modality_dropout: expected {camera: p, radar: p}"):
+            detector(modality_dropout=bad)
+
+
 @pytest.mark.parametrize("camera", [{}, {"camera_sampling": True, "camera_dense": 1.0}])
 def test_training_step_with_aux_losses_backpropagates(batch, camera) -> None:
     model = detector(aux_loss=True, modality_dropout=0.2, **camera).train()
