@@ -498,7 +498,7 @@ class FusionDetector(OmniTask):
         rng = targets["box"][..., :2].float().norm(dim=-1)  # (B, O)
         nearest = torch.where(hit, -rng[..., None], -math.inf).argmax(1)  # (B, N): the nearest object in a patch
         xy = torch.gather(encode_boxes(targets["box"].float())[..., :2], 1, nearest[..., None].expand(-1, -1, 2))
-        num = max(1, int(heat.sum()))
+        num = global_count(heat.sum()).to(dense.device)  # the global batch's heat-map cells (omni.ranks)
         focal = sigmoid_focal_loss(dense[..., 0][seen], heat[seen].float()) / num  # dropped cameras: no loss
         l1 = ((dense[..., 1:].float() - xy).abs().sum(-1) * heat).sum() / num
         return focal + l1
