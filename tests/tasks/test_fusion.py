@@ -351,17 +351,20 @@ def test_camera_options_need_a_camera_tokenizer() -> None:
 
 
 def test_camera_resample_starts_as_the_model_without_it_and_reads_the_camera_at_the_current_centre(batch) -> None:
-    """``camera_resample``'s map starts at zero: the same weights give the same outputs as without it. Once it is
-    not zero, the queries read the camera (outputs change), a masked camera still equals an absent one, and each
+    """``camera_resample``'s gate starts at zero: the same weights give the same outputs as without it. Once it is
+    open, the queries read the camera (outputs change), a masked camera still equals an absent one, and each
     query reads its own point per sample."""
     plain = detector(camera_sampling=True, local_queries=True, query_prior=True).eval()
     model = detector(camera_sampling=True, local_queries=True, query_prior=True, camera_resample=[1]).eval()
     missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
-    assert missing == ["camera_resample.weight", "camera_resample.bias"] and not unexpected
+    assert sorted(missing) == [
+        "camera_gate", "camera_resample.0.bias", "camera_resample.0.weight", "camera_resample.1.bias",
+        "camera_resample.1.weight",
+    ] and not unexpected  # fmt: skip
     inputs = model.model_inputs(batch)
     with torch.no_grad():
         torch.testing.assert_close(model(inputs, sensors="both")["boxes"], plain(inputs, sensors="both")["boxes"])
-        model.camera_resample.weight.normal_(0, 0.1)
+        model.camera_gate.fill_(0.5)
         both = model(inputs, sensors="both")
         assert not torch.allclose(both["boxes"], plain(inputs, sensors="both")["boxes"])
         masked = model(inputs, sensors="radar")
@@ -380,7 +383,7 @@ def test_camera_resample_learns_and_checks_its_layers(batch) -> None:
     model = detector(camera_resample=[1], aux_loss=True, modality_dropout=0.2).train()
     out = model(model.model_inputs(batch))
     model.loss(out, batch, "train")["loss"].backward()
-    assert model.camera_resample.weight.grad.abs().sum() > 0  # zero weights, but a gradient
+    assert model.camera_gate.grad.abs() > 0  # a closed gate, but a gradient
     with pytest.raises(ValueError, match=r"camera_resample: expected layer indices in \[1, 1\], got \[0\]"):
         detector(camera_resample=[0])
     radar_only = {"radar": lambda d: SensorTokenizer(d, in_features=6, name="radar")}
