@@ -12,8 +12,8 @@ count inside the batch (real steps of a window, objects of a scene) divide by th
 (``omni.ranks.global_count``): divided by each rank's own, the average of the ranks' ratios is not the ratio of the
 sums (DT's validation loss was 0.680 against 0.685). Random regularisers are off in the runs compared
 (augmentation, dropout, modality dropout): each rank draws its own noise, so with them on the runs are equal in
-distribution only. The digits run uses the patch stem: the conv stem's batch norm takes its statistics from each
-rank's batch, and torch's ``SyncBatchNorm`` (``--trainer.sync_batchnorm true``, which gives it the global batch's
+distribution only. The digits and fusion runs use the patch stem: the conv stems' batch norm takes its statistics from
+each rank's batch, and torch's ``SyncBatchNorm`` (``--trainer.sync_batchnorm true``, which gives it the global batch's
 statistics) runs on CUDA only.
 """
 
@@ -74,6 +74,8 @@ def cases(data: dict[str, Path]) -> dict[str, dict]:
             "args": [
                 *configs("fusion"),
                 "--model.init_args.modality_dropout=0",
+                "--config",
+                str(data["fusion_patch_stem"]),
                 f"--data.init_args.root={data['fusion']}",
             ],
             "batch": 2,
@@ -96,7 +98,18 @@ def data(tmp_path_factory) -> dict[str, Path]:
         "model:\n  init_args:\n    tokenizers:\n      image:\n        class_path: omni.tokenizers.ImagePatchTokenizer\n"
         "        init_args: {stem: patch}\n"
     )
+    fusion_patch_stem = root / "fusion_patch_stem.yaml"  # the strided stem's batch norm is per rank (see above)
+    fusion_patch_stem.write_text(
+        "model:\n  init_args:\n    tokenizers:\n"
+        "      camera:\n        class_path: omni.tokenizers.ImagePatchTokenizer\n"
+        "        init_args: {patch_size: 16, img_size: [64, 128], pos_embed: sincos, stem: patch}\n"
+        "      radar:\n        class_path: omni.tokenizers.SensorTokenizer\n"
+        "        init_args: {in_features: 6, coord_dims: 2, fourier_scale: 0.1, name: radar}\n"
+        "      ego:\n        class_path: omni.tokenizers.SensorTokenizer\n"
+        "        init_args: {in_features: 2, mode: vector, name: ego}\n"
+    )
     return {
+        "fusion_patch_stem": fusion_patch_stem,
         "patch_stem": patch_stem,
         **{s: corpus / f"{s}.jsonl" for s in ("train", "val", "test")},
         "rl": Path(rl),

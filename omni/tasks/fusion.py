@@ -158,23 +158,25 @@ def query_positions(ref: Tensor, patch_size: int) -> Tensor:
 
 
 def reference_pixels(ref: Tensor, heights: tuple[float, ...] = SAMPLE_HEIGHTS) -> Tensor:
-    """(Q, 2) reference points in box units -> (Q, S, 2) pixel (u, v) (u right, v down; pixel i spans [i, i + 1))
+    """(..., 2) BEV points in box units -> (..., S, 2) pixel (u, v) (u right, v down; pixel i spans [i, i + 1))
     where the points at ``heights`` (S of them, metres) above each appear in the simulator's pinhole camera
     (``omni.data.fusion_scene.project_to_image``); points less than 0.5 m ahead are taken at 0.5 m."""
     xy = ref * ref.new_tensor(BOX_SCALE[:2])
-    ahead = xy[:, :1].clamp(min=0.5)  # (Q, 1)
-    z = ref.new_tensor(heights)[None, :]  # (1, S)
-    u = (IMAGE_HW[1] / 2 - FOCAL_PX * xy[:, 1:2] / ahead).expand(-1, len(heights))
+    ahead = xy[..., :1].clamp(min=0.5)  # (..., 1)
+    z = ref.new_tensor(heights)  # (S,)
+    u = (IMAGE_HW[1] / 2 - FOCAL_PX * xy[..., 1:2] / ahead).expand(*xy.shape[:-1], len(heights))
     v = IMAGE_HW[0] / 2 - FOCAL_PX * (z - CAMERA_HEIGHT) / ahead
     return torch.stack([u, v], dim=-1)
 
 
 def sample_image(features: Tensor, pixels: Tensor) -> Tensor:
     """Bilinear samples of a patch-embedding map at pixel points: features (B, D, h, w) of an image of
-    ``IMAGE_HW`` pixels, pixels (Q, S, 2) (u, v) -> (B, Q, S · D); points outside the image read zeros."""
+    ``IMAGE_HW`` pixels, pixels (Q, S, 2) (the same points in every sample) or (B, Q, S, 2) (u, v) -> (B, Q, S · D);
+    points outside the image read zeros."""
     size = pixels.new_tensor([IMAGE_HW[1], IMAGE_HW[0]])
     grid = (2 * pixels / size - 1).to(features.dtype)  # [-1, 1] over the image's outer edges (align_corners=False)
-    grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1, -1)  # (B, Q, S, 2)
+    if grid.ndim == 3:
+        grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1, -1)  # (B, Q, S, 2)
     out = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, D, Q, S)
     return rearrange(out, "b d q s -> b q (s d)")
 
@@ -211,10 +213,11 @@ class FusionDetector(OmniTask):
         local_queries: bool = False,
         camera_sampling: bool = False,
         camera_dense: float = 0.0,
+        camera_resample: list[int] | None = None,
         match_on: MatchOn = "box",
         box_weights: list[float] | None = None,
         aux_loss: bool = True,
-        modality_dropout: float = 0.0,
+        modality_dropout: float | dict[str, float] = 0.0,
         eval_sensors: list[SensorSet] | None = None,
         optim: OptimConfig | None = None,
     ) -> None:
@@ -249,6 +252,16 @@ class FusionDetector(OmniTask):
                 the road) appears in it (sigmoid focal loss per object) and, where one does, the nearest such
                 object's (x, y) in box units (L1). The 2-D position of an object is unambiguous where its depth is
                 not, so the camera features learn where objects are before the queries learn to read them. 0: off.
+            camera_resample: trunk layers (indices >= 1) before which each query reads the camera where its *current*
+                centre estimate appears (the shared heads on the previous layer's output, as for the auxiliary
+                losses; the point detached): the camera tokens of that layer's input (their trunk features, not only
+                the tokenizer's) sampled bilinearly at ``SAMPLE_HEIGHTS`` above that centre, layer-normed, mapped
+                linearly and scaled by tanh of a learned gate that starts at 0 (Flamingo's gated cross-attention), so
+                the model starts as the one without it and the camera's reads grow only as they help (Deformable
+                DETR's and DETR3D's iterative refinement: a query looks again where it now thinks its object is,
+                rather than at its fixed reference point). An ungated map starting at zero was not enough: its weights
+                get the largest gradients of the model, Adam moves them at full speed, and the fused model learned
+                slower than the radar-only one. None: off.
             match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
                 (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
                 which query answers for which object from step to step).
@@ -256,19 +269,31 @@ class FusionDetector(OmniTask):
                 DETR3D weights velocity 0.2.
             aux_loss: add the same loss on every earlier layer's queries (through the shared heads).
             modality_dropout: while training, the chance per sample that the camera's tokens are masked out, and
-                (separately, never both) that the radar's are; needs both sensors.
+                (separately, never both) that the radar's are; needs both sensors. A number is the same chance for
+                each (at most 0.5); ``{camera: 0.2, radar: 0.1}`` sets them apart (summing to at most 1; a sensor
+                not named is never dropped): a sensor that learns slowly alone costs the fused model the steps in
+                which it is all there is.
             eval_sensors: sensor sets evaluated at validation and test; the first one picks the best checkpoint.
                 Default: ``both``, ``camera`` and ``radar`` for a model that has both, else the one it has.
             optim: optimizer and schedule settings.
         """
-        if not 0.0 <= modality_dropout <= 0.5:
+        if isinstance(modality_dropout, Mapping):
+            drop_p = {CAMERA: 0.0, RADAR: 0.0, **modality_dropout}
+            if set(drop_p) != {CAMERA, RADAR} or min(drop_p.values()) < 0 or sum(drop_p.values()) > 1:
+                raise ValueError(
+                    f"modality_dropout: expected {{camera: p, radar: p}} with p >= 0 summing to <= 1, got "
+                    f"{dict(modality_dropout)}"
+                )
+        elif not 0.0 <= modality_dropout <= 0.5:
             raise ValueError(f"modality_dropout: expected a probability in [0, 0.5], got {modality_dropout}")
+        else:
+            drop_p = {CAMERA: float(modality_dropout), RADAR: float(modality_dropout)}
         super().__init__(trunk, tokenizers, None, {QUERIES: num_queries}, None, optim)
         self.save_hyperparameters()
         have = [s for s in (CAMERA, RADAR) if s in self.model.tokenizers]
         if not have:
             raise ValueError(f"tokenizers: expected a camera or a radar tokenizer, got {sorted(tokenizers)}")
-        if modality_dropout and len(have) < 2:
+        if any(drop_p.values()) and len(have) < 2:
             raise ValueError("modality_dropout: needs both a camera and a radar tokenizer")
         default: list[SensorSet] = ["both", CAMERA, RADAR] if len(have) == 2 else [have[0]]  # type: ignore[list-item]
         self.eval_sensors: list[SensorSet] = list(eval_sensors or default)
@@ -277,7 +302,7 @@ class FusionDetector(OmniTask):
                 raise ValueError(f"eval_sensors: {s!r} needs sensors this model lacks (it has {have})")
         self.num_classes, self.num_queries = num_classes, num_queries
         self.class_weight, self.l1_weight, self.eos_coef = class_weight, l1_weight, eos_coef
-        self.aux_loss, self.modality_dropout = aux_loss, modality_dropout
+        self.aux_loss, self.modality_dropout = aux_loss, drop_p
         check_choice("match_on", match_on, MatchOn)
         self.match_on = match_on
         if box_weights is not None and (len(box_weights) != 6 or min(box_weights) < 0):
@@ -304,6 +329,17 @@ class FusionDetector(OmniTask):
             if cam is None or not callable(getattr(cam, "position", None)):
                 raise ValueError("camera_sampling: needs a camera tokenizer with patch positions (ImagePatchTokenizer)")
             self.camera_sampling = nn.Linear(len(SAMPLE_HEIGHTS) * dim, dim)
+        self.camera_resample_layers = sorted(set(camera_resample or []))
+        self.camera_resample: nn.Module | None = None
+        if self.camera_resample_layers:
+            depth = len(self.model.trunk.blocks)
+            if CAMERA not in self.model.tokenizers or not hasattr(self.model.tokenizers[CAMERA], "patch_size"):
+                raise ValueError("camera_resample: needs a camera tokenizer with a patch_size (ImagePatchTokenizer)")
+            if min(self.camera_resample_layers) < 1 or max(self.camera_resample_layers) >= depth:
+                raise ValueError(f"camera_resample: expected layer indices in [1, {depth - 1}], got {camera_resample}")
+            reads = len(SAMPLE_HEIGHTS) * dim
+            self.camera_resample = nn.Sequential(nn.LayerNorm(reads), nn.Linear(reads, dim))
+            self.camera_gate = nn.Parameter(torch.zeros(()))  # tanh(0) = 0: no camera read at the start
         if camera_dense < 0:
             raise ValueError(f"camera_dense: expected a weight >= 0, got {camera_dense}")
         self.camera_dense = camera_dense
@@ -331,8 +367,8 @@ class FusionDetector(OmniTask):
         if sensors is not None:
             return {s: torch.full((batch,), sensors not in ("both", s), device=device) for s in (CAMERA, RADAR)}
         u = torch.rand(batch, device=device)
-        p = self.modality_dropout
-        return {CAMERA: u < p, RADAR: (u >= p) & (u < 2 * p)}
+        p_camera, p_radar = self.modality_dropout[CAMERA], self.modality_dropout[RADAR]
+        return {CAMERA: u < p_camera, RADAR: (u >= p_camera) & (u < p_camera + p_radar)}
 
     def forward(self, inputs: Mapping[str, Any], sensors: SensorSet | None = None) -> dict[str, Any]:
         """Inputs -> {"logits": (B, Q, C + 1), "boxes": (B, Q, 6), "aux": [(logits, boxes)] of earlier layers}.
@@ -373,9 +409,12 @@ class FusionDetector(OmniTask):
                 pad[:, spans[name]] &= ~dropped[:, None]
         hidden: list[Tensor] = []
         hooks = []
+        blocks = self.model.trunk.blocks
         if self.aux_loss and self.training:
-            blocks = self.model.trunk.blocks
             hooks = [b.register_forward_hook(lambda _m, _i, out: hidden.append(out)) for b in list(blocks)[:-1]]
+        if self.camera_resample is not None and CAMERA in spans:
+            look = self._resample_hook(q, spans[CAMERA], inputs[CAMERA].shape[-2:], ~drop[CAMERA])
+            hooks += [blocks[i].register_forward_pre_hook(look) for i in self.camera_resample_layers]
         try:
             mixed = self.model.mix(tokens.replace(pad=pad))
         finally:
@@ -388,6 +427,25 @@ class FusionDetector(OmniTask):
             out["dense"] = self.dense_head(mixed.x[:, spans[CAMERA]])  # (B, N_camera, 3)
             out["camera_seen"] = ~drop[CAMERA]  # (B,)
         return out
+
+    def _resample_hook(self, q: slice, cam: slice, image_hw: torch.Size, seen: Tensor) -> Callable[..., Any]:
+        """A forward pre-hook for a trunk block: ``camera_resample``'s read of the camera at each query's current
+        centre, added to the queries' rows of the block's input x (B, N, D); ``seen`` (B,) False where the camera
+        is masked out (those samples read nothing)."""
+
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = args[0]
+            with torch.no_grad():
+                centre = self._heads(self.model.trunk.norm(x[:, q]))[1][..., :2]  # (B, Q, 2) box units
+            patch = self.model.tokenizers[CAMERA].patch_size
+            features = rearrange(x[:, cam], "b (h w) d -> b d h w", h=image_hw[0] // patch)  # the trunk's, (B, D, h, w)
+            read = self.camera_resample(sample_image(features, reference_pixels(centre.float())))  # (B, Q, D)
+            read = read * (self.camera_gate.tanh() * seen.to(read.dtype))[:, None, None]
+            x = x.clone()
+            x[:, q] = x[:, q] + read.to(x.dtype)
+            return (x, *args[1:])
+
+        return hook
 
     def _camera_features(self, x: Tensor, image_hw: torch.Size) -> Tensor:
         """The camera tokens' x (B, h*w, D) -> (B, D, h, w) the tokenizer's feature map (its position encoding taken
@@ -443,7 +501,7 @@ class FusionDetector(OmniTask):
         rng = targets["box"][..., :2].float().norm(dim=-1)  # (B, O)
         nearest = torch.where(hit, -rng[..., None], -math.inf).argmax(1)  # (B, N): the nearest object in a patch
         xy = torch.gather(encode_boxes(targets["box"].float())[..., :2], 1, nearest[..., None].expand(-1, -1, 2))
-        num = max(1, int(heat.sum()))
+        num = global_count(heat.sum()).to(dense.device)  # the global batch's heat-map cells (omni.ranks)
         focal = sigmoid_focal_loss(dense[..., 0][seen], heat[seen].float()) / num  # dropped cameras: no loss
         l1 = ((dense[..., 1:].float() - xy).abs().sum(-1) * heat).sum() / num
         return focal + l1

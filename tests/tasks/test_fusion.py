@@ -274,6 +274,26 @@ def test_modality_dropout_draws_per_sample_never_both() -> None:
         detector(eval_sensors=["lidar"])
 
 
+def test_modality_dropout_per_sensor() -> None:
+    """``{camera: p, radar: p'}`` drops each sensor at its own rate (never both); a number means the same for each,
+    and draws exactly as the per-sensor form with that number twice."""
+    model = detector(modality_dropout={"camera": 0.3, "radar": 0.1}).train()
+    drop = model._dropped(10_000, torch.device("cpu"), None)
+    assert not (drop["camera"] & drop["radar"]).any()
+    assert drop["camera"].float().mean() == pytest.approx(0.3, abs=0.02)
+    assert drop["radar"].float().mean() == pytest.approx(0.1, abs=0.02)
+    assert not detector(modality_dropout={"camera": 0.2})._dropped(1000, torch.device("cpu"), None)["radar"].any()
+    same, apart = detector(modality_dropout=0.2), detector(modality_dropout={"camera": 0.2, "radar": 0.2})
+    torch.manual_seed(1)
+    a = same._dropped(100, torch.device("cpu"), None)
+    torch.manual_seed(1)
+    b = apart._dropped(100, torch.device("cpu"), None)
+    assert all(torch.equal(a[k], b[k]) for k in ("camera", "radar"))
+    for bad in ({"camera": 0.7, "radar": 0.4}, {"lidar": 0.1}, {"camera": -0.1}):
+        with pytest.raises(ValueError, match="modality_dropout: expected {camera: p, radar: p}"):
+            detector(modality_dropout=bad)
+
+
 @pytest.mark.parametrize("camera", [{}, {"camera_sampling": True, "camera_dense": 1.0}])
 def test_training_step_with_aux_losses_backpropagates(batch, camera) -> None:
     model = detector(aux_loss=True, modality_dropout=0.2, **camera).train()
@@ -328,3 +348,45 @@ def test_camera_options_need_a_camera_tokenizer() -> None:
         FusionDetector(trunk=trunk, tokenizers=radar_only, camera_dense=1.0)
     with pytest.raises(ValueError, match="camera_dense: expected a weight >= 0, got -1.0"):
         detector(camera_dense=-1.0)
+
+
+def test_camera_resample_starts_as_the_model_without_it_and_reads_the_camera_at_the_current_centre(batch) -> None:
+    """``camera_resample``'s gate starts at zero: the same weights give the same outputs as without it. Once it is
+    open, the queries read the camera (outputs change), a masked camera still equals an absent one, and each
+    query reads its own point per sample."""
+    plain = detector(camera_sampling=True, local_queries=True, query_prior=True).eval()
+    model = detector(camera_sampling=True, local_queries=True, query_prior=True, camera_resample=[1]).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [
+        "camera_gate", "camera_resample.0.bias", "camera_resample.0.weight", "camera_resample.1.bias",
+        "camera_resample.1.weight",
+    ] and not unexpected  # fmt: skip
+    inputs = model.model_inputs(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs, sensors="both")["boxes"], plain(inputs, sensors="both")["boxes"])
+        model.camera_gate.fill_(0.5)
+        both = model(inputs, sensors="both")
+        assert not torch.allclose(both["boxes"], plain(inputs, sensors="both")["boxes"])
+        masked = model(inputs, sensors="radar")
+        absent = model({k: v for k, v in inputs.items() if k != "camera"}, sensors="radar")
+        torch.testing.assert_close(masked["boxes"], absent["boxes"])
+        torch.testing.assert_close(masked["logits"], absent["logits"])
+    seen = []
+    hook = model.camera_resample.register_forward_hook(lambda _m, i, _o: seen.append(i[0]))
+    with torch.no_grad():
+        model(inputs, sensors="both")
+    hook.remove()
+    assert seen[0].shape == (6, 4, 3 * 16)  # (B, Q, S · D): one read per query, its own point per sample
+
+
+def test_camera_resample_learns_and_checks_its_layers(batch) -> None:
+    model = detector(camera_resample=[1], aux_loss=True, modality_dropout=0.2).train()
+    out = model(model.model_inputs(batch))
+    model.loss(out, batch, "train")["loss"].backward()
+    assert model.camera_gate.grad.abs() > 0  # a closed gate, but a gradient
+    with pytest.raises(ValueError, match=r"camera_resample: expected layer indices in \[1, 1\], got \[0\]"):
+        detector(camera_resample=[0])
+    radar_only = {"radar": lambda d: SensorTokenizer(d, in_features=6, name="radar")}
+    trunk = {"dim": 16, "depth": 2, "heads": 2}
+    with pytest.raises(ValueError, match="camera_resample: needs a camera tokenizer"):
+        FusionDetector(trunk=trunk, tokenizers=radar_only, camera_resample=[1])
