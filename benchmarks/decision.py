@@ -157,9 +157,19 @@ def fit(
     print(f"{tier:>14} {layout} seed {seed}: score {score:.1f}  ({wall:.0f} s, fit {fit_wall} s)", flush=True)
     result = {"score": score, "train_wall_s": round(wall, 1), "fit_wall_s": fit_wall,
               "run_dir": str(run_dir.relative_to(ROOT)), "checkpoint": report.get("checkpoint"),
-              "tested_epoch": report.get("epoch"), "val_scores": val, "metrics": metrics}  # fmt: skip
+              "tested_epoch": checkpoint_epoch(report.get("checkpoint")), "val_scores": val,
+              "metrics": metrics}  # fmt: skip
     done.write_text(json.dumps({"key": key, "result": result}))  # what --resume reads back
     return result
+
+
+def checkpoint_epoch(checkpoint: str | None) -> int | None:
+    """The (zero-based) epoch a checkpoint was saved at; ``metrics.json``'s ``epoch`` is the trainer's at test."""
+    if not checkpoint:
+        return None
+    import torch
+
+    return int(torch.load(ROOT / checkpoint, map_location="cpu", weights_only=True)["epoch"])
 
 
 def validation_scores(run_dir: Path) -> dict[str, float]:
