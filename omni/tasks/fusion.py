@@ -279,7 +279,8 @@ class FusionDetector(OmniTask):
         """
         if isinstance(modality_dropout, Mapping):
             drop_p = {CAMERA: 0.0, RADAR: 0.0, **modality_dropout}
-            if set(drop_p) != {CAMERA, RADAR} or min(drop_p.values()) < 0 or sum(drop_p.values()) > 1:
+            numbers = all(isinstance(p, int | float) and not isinstance(p, bool) for p in drop_p.values())
+            if set(drop_p) != {CAMERA, RADAR} or not numbers or min(drop_p.values()) < 0 or sum(drop_p.values()) > 1:
                 raise ValueError(
                     f"modality_dropout: expected {{camera: p, radar: p}} with p >= 0 summing to <= 1, got "
                     f"{dict(modality_dropout)}"

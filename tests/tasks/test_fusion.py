@@ -289,7 +289,7 @@ def test_modality_dropout_per_sensor() -> None:
     torch.manual_seed(1)
     b = apart._dropped(100, torch.device("cpu"), None)
     assert all(torch.equal(a[k], b[k]) for k in ("camera", "radar"))
-    for bad in ({"camera": 0.7, "radar": 0.4}, {"lidar": 0.1}, {"camera": -0.1}):
+    for bad in ({"camera": 0.7, "radar": 0.4}, {"lidar": 0.1}, {"camera": -0.1}, {"camera": "0.1"}):
         with pytest.raises(ValueError, match="modality_dropout: expected {camera: p, radar: p}"):
             detector(modality_dropout=bad)
 
