@@ -23,7 +23,7 @@ from omni.layers import sincos_1d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["AudioLevel", "AudioPositions", "AudioStem", "MelSpectrogramTokenizer", "SpecAugment"]
+__all__ = ["AudioLevel", "AudioPositions", "AudioStem", "ConvModule", "MelSpectrogramTokenizer", "SpecAugment"]
 
 AudioStem = Literal["whisper", "conv2d"]
 AudioLevel = Literal["whisper", "peak"]
@@ -86,6 +86,32 @@ class SpecAugment(nn.Module):
         return torch.where(keep.bool(), log_spec, floor)
 
 
+class ConvModule(nn.Module):
+    """The Conformer's convolution module as a residual block over tokens, exact under padding.
+
+    ``x + Linear(SiLU(LayerNorm(DepthwiseConv(GLU(Linear(LayerNorm(x)))))))``, the depthwise conv ``kernel`` tokens
+    wide along time. Tokens past each clip's end are zeroed before the depthwise conv, so a padded clip's real tokens
+    equal the clip's alone (its own zero padding). LayerNorm stands in for the Conformer's BatchNorm: no statistics
+    shared across a batch, its padding or DDP ranks.
+    """
+
+    def __init__(self, dim: int, kernel: int = 15) -> None:
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"conv_kernel: expected an odd positive int (a centred window), got {kernel!r}")
+        self.norm = nn.LayerNorm(dim)
+        self.pointwise_in = nn.Linear(dim, 2 * dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size=kernel, padding=kernel // 2, groups=dim)
+        self.mid_norm = nn.LayerNorm(dim)
+        self.pointwise_out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
+        """x: (B, N, D) tokens, pad: (B, N) bool, True for a real token -> (B, N, D)."""
+        h = F.glu(self.pointwise_in(self.norm(x)), dim=-1) * pad[..., None]  # (B, N, D), zeros past the end
+        h = rearrange(self.depthwise(rearrange(h, "b n d -> b d n")), "b d n -> b n d")
+        return x + self.pointwise_out(F.silu(self.mid_norm(h)))
+
+
 class MelSpectrogramTokenizer(nn.Module):
     """Log-mel spectrogram and Whisper's two-convolution stem, without Whisper's 30-second padding.
 
@@ -129,6 +155,8 @@ class MelSpectrogramTokenizer(nn.Module):
         positions: AudioPositions = "sincos",
         window_seconds: float | None = None,
         content_scale: float | None = None,
+        conv_blocks: int = 0,
+        conv_kernel: int = 15,
     ) -> None:
         """
         Args:
@@ -156,6 +184,11 @@ class MelSpectrogramTokenizer(nn.Module):
                 sqrt(D) for ``conv2d`` (ESPnet's ``PositionalEncoding.xscale``: at initialisation the stem's output
                 is ~0.04 RMS against the encoding's 0.71, and an encoder that sees mostly positions learns slowly)
                 and 1 for ``whisper`` (Whisper's own stem, whose weights import unchanged).
+            conv_blocks: Conformer convolution modules (``ConvModule``) after the stem and its ``content_scale``,
+                before the positions: each mixes ``conv_kernel`` neighbouring tokens (15 x 40 ms = 0.6 s at stride
+                4, about a spoken word), the local acoustic context a transformer trunk otherwise learns slowly
+                through attention. 0: none.
+            conv_kernel: the depthwise kernel of each convolution module, in tokens (odd).
         """
         super().__init__()
         if dim < 2 or dim % 2:
@@ -207,6 +240,9 @@ class MelSpectrogramTokenizer(nn.Module):
             raise ValueError(f"content_scale: expected a positive number or None, got {content_scale!r}")
         self.content_scale = float(content_scale or (math.sqrt(dim) if stem == "conv2d" else 1.0))
         self.act = nn.GELU()
+        if not isinstance(conv_blocks, int) or conv_blocks < 0:
+            raise ValueError(f"conv_blocks: expected an int >= 0, got {conv_blocks!r}")
+        self.conv_blocks = nn.ModuleList(ConvModule(dim, conv_kernel) for _ in range(conv_blocks))
         if stem == "conv2d":
             self.conv1 = nn.Conv2d(1, stem_channels, kernel_size=3, stride=2, padding=1)
             self.conv2 = nn.Conv2d(stem_channels, stem_channels, kernel_size=3, stride=(stride // 2, 2), padding=1)
@@ -337,7 +373,10 @@ class MelSpectrogramTokenizer(nn.Module):
             x, n_real = self._whisper_stem(x, frame_mask, n_frames)
         token_idx = torch.arange(x.shape[1], device=x.device)
         pad = token_idx < n_real[:, None]  # (B, N)
-        x = x * (pad[..., None] * self.content_scale)
+        x = x * self.content_scale
+        for block in self.conv_blocks:
+            x = block(x, pad)
+        x = x * pad[..., None]
         layout = "vaswani" if self.positions == "sincos" else "whisper"
         x = x + sincos_1d(token_idx, self.dim, layout=layout).to(x.dtype)
         seconds = (token_idx.float() * self.token_seconds)[:, None]  # (N, 1)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from omni.layers import sincos_1d
 from omni.tokenizers import MelSpectrogramTokenizer
+from omni.tokenizers.audio import ConvModule
 
 SR = 16000
 DIM = 16
@@ -103,7 +104,13 @@ def stems(tok, tok4) -> dict[tuple[str, int], MelSpectrogramTokenizer]:
     conv2d = {
         (s, "conv2d"): MelSpectrogramTokenizer(DIM, stride=s, stem="conv2d", stem_channels=8).eval() for s in (2, 4)
     }
-    return {(2, "whisper"): tok, (4, "whisper"): tok4, **conv2d}
+    conformer = {  # the conv2d stem followed by two Conformer convolution modules
+        (s, "conv2d+conv"): MelSpectrogramTokenizer(
+            DIM, stride=s, stem="conv2d", stem_channels=8, conv_blocks=2, conv_kernel=5
+        ).eval()
+        for s in (2, 4)
+    }
+    return {(2, "whisper"): tok, (4, "whisper"): tok4, **conv2d, **conformer}
 
 
 @settings(max_examples=12, deadline=None)
@@ -149,7 +156,7 @@ def test_pad_from_lengths(tok):
     extra=st.integers(min_value=1, max_value=1500),
     noise=st.booleans(),
     four=st.booleans(),
-    stem=st.sampled_from(["whisper", "conv2d"]),
+    stem=st.sampled_from(["whisper", "conv2d", "conv2d+conv"]),
 )
 def test_padding_does_not_change_real_tokens(stems, length, extra, noise, four, stem):
     tok = stems[(4 if four else 2, stem)]
@@ -203,6 +210,21 @@ def test_conv2d_stem_slides_along_mel_bins():
         MelSpectrogramTokenizer(DIM, stem="resnet")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stem_channels"):
         MelSpectrogramTokenizer(DIM, stem="conv2d", stem_channels=0)
+
+
+def test_conv_module_mixes_exactly_the_kernels_neighbours():
+    """A change at token t reaches tokens t - k//2 .. t + k//2 through one ConvModule, and no other token."""
+    torch.manual_seed(0)
+    block = ConvModule(DIM, kernel=5).eval()
+    x, pad = torch.randn(1, 20, DIM), torch.ones(1, 20, dtype=torch.bool)
+    moved = x.clone()
+    moved[0, 9] += torch.randn(DIM)
+    changed = (block(moved, pad) - block(x, pad)).abs().amax(dim=-1)[0] > 1e-6
+    assert changed.nonzero()[:, 0].tolist() == [7, 8, 9, 10, 11]
+    with pytest.raises(ValueError, match="^conv_kernel:"):
+        ConvModule(DIM, kernel=4)
+    with pytest.raises(ValueError, match="^conv_blocks:"):
+        MelSpectrogramTokenizer(DIM, conv_blocks=-1)
 
 
 @pytest.mark.parametrize("stem", ["conv2d", "whisper"])
