@@ -240,8 +240,10 @@ class MelSpectrogramTokenizer(nn.Module):
             raise ValueError(f"content_scale: expected a positive number or None, got {content_scale!r}")
         self.content_scale = float(content_scale or (math.sqrt(dim) if stem == "conv2d" else 1.0))
         self.act = nn.GELU()
-        if not isinstance(conv_blocks, int) or conv_blocks < 0:
+        if not isinstance(conv_blocks, int) or isinstance(conv_blocks, bool) or conv_blocks < 0:
             raise ValueError(f"conv_blocks: expected an int >= 0, got {conv_blocks!r}")
+        if not isinstance(conv_kernel, int) or isinstance(conv_kernel, bool) or conv_kernel < 1 or conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel: expected an odd positive int (a centred window), got {conv_kernel!r}")
         self.conv_blocks = nn.ModuleList(ConvModule(dim, conv_kernel) for _ in range(conv_blocks))
         if stem == "conv2d":
             self.conv1 = nn.Conv2d(1, stem_channels, kernel_size=3, stride=2, padding=1)

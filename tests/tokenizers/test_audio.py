@@ -223,8 +223,11 @@ def test_conv_module_mixes_exactly_the_kernels_neighbours():
     assert changed.nonzero()[:, 0].tolist() == [7, 8, 9, 10, 11]
     with pytest.raises(ValueError, match="^conv_kernel:"):
         ConvModule(DIM, kernel=4)
-    with pytest.raises(ValueError, match="^conv_blocks:"):
-        MelSpectrogramTokenizer(DIM, conv_blocks=-1)
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="^conv_blocks:"):
+            MelSpectrogramTokenizer(DIM, conv_blocks=bad)
+    with pytest.raises(ValueError, match="^conv_kernel:"):  # checked even where no module is built
+        MelSpectrogramTokenizer(DIM, conv_blocks=0, conv_kernel=4)
 
 
 @pytest.mark.parametrize("stem", ["conv2d", "whisper"])
