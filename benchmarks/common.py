@@ -38,6 +38,10 @@ def machine() -> dict[str, Any]:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         if names:
             info["host_cpu"] = names[0]
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+        # bf16 matmuls run on AMX tiles or AVX-512 BF16 where the CPU has them, emulated (slower than fp32) elsewhere
+        info["cpu_bf16"] = sorted(flags & {"amx_bf16", "avx512_bf16"})
     except OSError:
         pass
     return info

@@ -87,8 +87,8 @@ class TokenHead(nn.Module):
         elif mask.shape != targets.shape:
             raise ValueError(f"mask: expected shape {tuple(targets.shape)} like the targets, got {tuple(mask.shape)}")
         safe = targets.long().masked_fill(~mask, 0)  # padding may hold any id; its loss is dropped below
-        losses = F.cross_entropy(
-            rearrange(logits, "b n v -> b v n"), safe, reduction="none", label_smoothing=label_smoothing
+        losses = F.cross_entropy(  # in float32: bf16 logits (bf16-mixed) would round the log-softmax
+            rearrange(logits.float(), "b n v -> b v n"), safe, reduction="none", label_smoothing=label_smoothing
         )
         losses = losses * mask  # (B, N)
         if reduction == "none":

@@ -289,7 +289,9 @@ class MelSpectrogramTokenizer(nn.Module):
         idx = torch.arange(t, device=audio.device)
         audio = audio * (idx < lengths[:, None])  # zeros after each clip's end, like Whisper's padding
         audio = F.pad(audio, (0, self.n_fft // 2))  # Whisper pads with zeros before its centred STFT
-        mel = self.frontend(audio)[..., :n_frames]  # (B, M, F): keep one frame per full hop
+        # the features in float32 under autocast too (bf16-mixed): its mel matmul in bf16 would round the power
+        with torch.autocast(audio.device.type, enabled=False):
+            mel = self.frontend(audio)[..., :n_frames]  # (B, M, F): keep one frame per full hop
         log_spec = torch.clamp(mel, min=LOG_FLOOR).log10()
         frames_real = _frames(lengths, self.hop_length).clamp(min=1)
         frame_mask = torch.arange(n_frames, device=audio.device) < frames_real[:, None]  # (B, F)

@@ -397,3 +397,30 @@ def test_transcribe_prints_the_good_files_and_names_the_bad_ones(run, tmp_path, 
     assert len(errors) == len(bad)
     for path, error in zip(bad, errors, strict=True):
         assert error.startswith(f"error: {path}: expected")
+
+
+def test_the_sentences_job_runs_tiny_on_characters(tmp_path, monkeypatch):
+    """``speech_sentences.yaml`` + its tiny overlay on a corpus of sentences from a text the test writes: every
+    decoder scored, and the run's vocabulary is the one the config names (characters: 32 ids)."""
+    text = tmp_path / "book.txt"
+    text.write_text(
+        "The cat sat on the warm mat by the door. A man went to the market in the town. "
+        "She gave the old dog a bone and some water. They walked along the river until night came. "
+        "He wrote a long letter to his brother in the north. The children sang a song in the morning. "
+    )
+    spec = CorpusSpec(kind="sentences", text=str(text), num_train=3, num_val=1, num_test=2, seed=3)
+    corpus = build_corpus(spec, tmp_path / "corpus", 1, False)
+    monkeypatch.setattr(sys, "argv", ["omni"])
+    omni_main([
+        "fit", "--config", str(ROOT / "configs/speech_sentences.yaml"),
+        "--config", str(ROOT / "configs/speech_sentences_tiny.yaml"),
+        *(a for s in ("train", "val", "test") for a in (f"--data.init_args.{s}_manifest", str(corpus / f"{s}.jsonl"))),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    out = tmp_path / "runs/speech_sentences_tiny/version_0"
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert {f"test/{m}_{d}" for m in ("wer", "cer") for d in DECODERS} <= set(metrics)
+    assert all(math.isfinite(v) for v in metrics.values())
+    task = load_task(SpeechRecognizer, out / "checkpoints/last.ckpt")
+    assert task.vocab_size == CharVocab().vocab_size
+    assert task.text_of(CharVocab().encode("the cat")) == "the cat"

@@ -91,6 +91,17 @@ def test_log_mel_matches_whisper_on_a_sine(tok):
     assert 0.0 < top < 2.0
 
 
+def test_log_mel_stays_float32_under_bf16_autocast(tok):
+    """bf16-mixed training runs the tokenizer under autocast: the features must not go through a bf16 matmul."""
+    g = torch.Generator().manual_seed(0)
+    audio = torch.randn(2, 8000, generator=g) * 0.1 + sine(440.0, 0.5)[None]
+    plain, _ = tok.log_mel(audio)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = tok.log_mel(audio)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, atol=0.0, rtol=0.0)
+
+
 @pytest.fixture(scope="module")
 def tok4() -> MelSpectrogramTokenizer:
     torch.manual_seed(1)
