@@ -60,10 +60,27 @@ class UniformAverage(_TestsTheAverage, WeightAveraging):
         self.start_step, self.every_n_steps = start_step, every_n_steps
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        if step_idx is None:
-            return False
-        if step_idx <= self.start_step:  # before the mean starts, the "average" is a copy of the current weights
-            if self._average_model is not None:
-                self._average_model.n_averaged.zero_()  # n_averaged 0: the next update copies
-            return True
+        if step_idx is None or step_idx < self.start_step:
+            return False  # before the mean starts the average is refreshed only where it is read (``_catch_up``)
         return (step_idx - self.start_step) % self.every_n_steps == 0
+
+    def _catch_up(self, pl_module: L.LightningModule) -> None:
+        """Before the mean has taken any weights, make the average a copy of the current weights: where validation,
+        a checkpoint or the end of training reads it. (Copying after every step instead cost 0.05 s a step, 11 %,
+        on the spoken-digits recognizer.)"""
+        model = self._average_model
+        if model is not None and int(model.n_averaged) == 0:
+            model.update_parameters(pl_module)  # n_averaged 0: a copy
+            model.n_averaged.zero_()  # the mean's first weights still replace it
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_up(pl_module)
+        super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._catch_up(pl_module)
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_up(pl_module)
+        super().on_train_end(trainer, pl_module)

@@ -88,3 +88,26 @@ def test_uniform_average_before_its_start_is_the_current_weights(tmp_path):
 def test_uniform_average_refuses_bad_settings(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         UniformAverage(**kwargs)
+
+
+class _RecordValidationWeights(L.Callback):
+    """The weights validation sees (placed after the average, which swaps itself in first), by global step."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.seen[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def test_uniform_average_before_its_start_validates_the_current_weights(tmp_path):
+    cli = _cli(tmp_path)
+    record, seen = _RecordWeights(), _RecordValidationWeights()
+    cli.trainer.callbacks[:0] = [record]
+    cli.trainer.callbacks += [UniformAverage(start_step=10_000), seen]  # copied where read, not after every step
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert len(seen.seen) == 2  # one validation per epoch
+    for step, weights in seen.seen.items():
+        for name, value in weights.items():
+            assert torch.equal(value, record.after[step][name]), (step, name)
