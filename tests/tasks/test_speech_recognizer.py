@@ -403,11 +403,9 @@ def test_the_sentences_job_runs_tiny_on_characters(tmp_path, monkeypatch):
     """``speech_sentences.yaml`` + its tiny overlay on a corpus of sentences from a text the test writes: every
     decoder scored, and the run's vocabulary is the one the config names (characters: 32 ids)."""
     text = tmp_path / "book.txt"
-    text.write_text(
-        "The cat sat on the warm mat by the door. A man went to the market in the town. "
-        "She gave the old dog a bone and some water. They walked along the river until night came. "
-        "He wrote a long letter to his brother in the north. The children sang a song in the morning. "
-    )
+    people, places = ["the old man", "a young girl", "the farmer", "my brother", "the captain"], [
+        "by the river", "in the town", "at the market", "near the hill", "under the bridge", "on the road"]  # fmt: skip
+    text.write_text(" ".join(f"{p.capitalize()} waited {q} until night came." for p in people for q in places))
     spec = CorpusSpec(kind="sentences", text=str(text), num_train=3, num_val=1, num_test=2, seed=3)
     corpus = build_corpus(spec, tmp_path / "corpus", 1, False)
     monkeypatch.setattr(sys, "argv", ["omni"])
