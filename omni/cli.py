@@ -313,14 +313,17 @@ def main(args: list[str] | None = None) -> None:
 
     From the console (``args`` None), a ``ValueError`` (omni's errors name the key, field or file, what was expected and
     what came) is printed as one line and the command exits with status 2; ``OMNI_DEBUG=1`` shows the traceback.
-    Called with ``args``, errors propagate to the caller. Either way subnormal floats are flushed to zero first
-    (``omni.denormals``).
+    Called with ``args``, errors propagate to the caller. From the console, subnormal floats are flushed to zero
+    first (``omni.denormals``); a caller's process keeps its floating-point mode.
     """
     if args is not None:
         _main(list(args), args)
         return
     argv = sys.argv[1:]
     try:
+        from omni.denormals import flush_denormals
+
+        flush_denormals()  # the console command only: a caller's process (a test suite's) keeps its float mode
         _main(argv, None)
     except ValueError as e:
         if os.environ.get("OMNI_DEBUG"):
@@ -333,9 +336,6 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str], args: list[str] | None) -> None:
-    from omni.denormals import flush_denormals
-
-    flush_denormals()
     if argv[:1] == ["data"]:
         if argv[1:2] == ["fusion"]:
             from omni.data.fusion_sim import main as fusion_corpus

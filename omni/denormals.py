@@ -8,7 +8,8 @@ costs nothing measurable in accuracy: the values flushed are below 1.2e-38.
 
 The bits belong to each thread. Threads inherit them when they are created, so this must run before torch's
 intra-op thread pool exists (before the first parallel torch operation of the process); run later, it covers the
-calling thread only. The ``omni`` command calls it first thing; ``OMNI_FLUSH_DENORMAL=0`` leaves the CPU as it was.
+calling thread only. The ``omni`` console command calls it first thing (``omni.cli.main(args)`` called from Python
+does not: the caller's process keeps its floating-point mode); ``OMNI_FLUSH_DENORMAL=0`` leaves the CPU as it was.
 """
 
 from __future__ import annotations

@@ -46,3 +46,14 @@ def test_a_bad_switch_is_named() -> None:
     proc = run("yes")
     assert proc.returncode == 2
     assert "OMNI_FLUSH_DENORMAL: expected 0 or 1" in proc.stderr
+
+
+def test_called_from_python_the_callers_float_mode_is_kept() -> None:
+    """``omni.cli.main(args)`` in a test suite's process must leave subnormals alone (hypothesis refuses to run
+    float strategies in a process that flushes them)."""
+    console = 'sys.argv = ["omni", "fit", "--help"]\ntry:\n    main()'
+    script = SCRIPT.replace(console, 'try:\n    main(["fit", "--help"])')
+    assert script != SCRIPT
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "4000000"
