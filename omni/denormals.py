@@ -4,7 +4,8 @@ Late in training the gradients are small, and products of small gradients fall b
 (1.2e-38). x86 CPUs compute with such subnormal numbers through a slow microcode path: a trained speech model's
 backward pass took 50 % longer than a fresh one's on the same batches, almost all of it in ``aten::mm``
 (``benchmarks/denormals.py``). Flushing subnormals to zero (the FTZ and DAZ bits, what GPUs do in most kernels)
-costs nothing measurable in accuracy: the values flushed are below 1.2e-38.
+only changes values below 1.2e-38, far below any update that moves a weight (its effect on accuracy has not been
+measured apart from other changes).
 
 The bits belong to each thread. Threads inherit them when they are created, so this must run before torch's
 intra-op thread pool exists (before the first parallel torch operation of the process); run later, it covers the

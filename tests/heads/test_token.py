@@ -68,6 +68,17 @@ def test_reductions_agree_with_cross_entropy(smoothing):
     )
 
 
+def test_bf16_logits_get_a_float32_loss():
+    """bf16 logits (bf16-mixed training) are scored in float32: the loss of their exact float32 values."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 5, 40, generator=g) * 4).bfloat16()
+    targets = torch.randint(0, 40, (3, 5), generator=g)
+    loss = TokenHead.loss(logits, targets, label_smoothing=0.1, reduction="none")
+    assert loss.dtype == torch.float32
+    expected = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none", label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected, atol=0.0, rtol=0.0)
+
+
 def test_a_row_without_targets_does_not_count():
     logits, targets, mask = batch(2)
     mask[1] = False
