@@ -2,7 +2,7 @@
 
 Shape legend
     B batch   T samples   F = T // HOP mel frames (10 ms each)   M mel bins
-    N = ceil(F / stride) tokens (20 ms each at stride 2, 40 ms at 4)   D width
+    N = ceil(F / stride) tokens (20 ms each at stride 2, 40 ms at 4, 80 ms at 8)   D width
 """
 
 from __future__ import annotations
@@ -108,8 +108,18 @@ class ConvModule(nn.Module):
     def forward(self, x: Tensor, pad: Tensor) -> Tensor:
         """x: (B, N, D) tokens, pad: (B, N) bool, True for a real token -> (B, N, D)."""
         h = F.glu(self.pointwise_in(self.norm(x)), dim=-1) * pad[..., None]  # (B, N, D), zeros past the end
-        h = rearrange(self.depthwise(rearrange(h, "b n d -> b d n")), "b d n -> b n d")
+        h = rearrange(self._depthwise(rearrange(h, "b n d -> b d 1 n")), "b d 1 n -> b n d")
         return x + self.pointwise_out(F.silu(self.mid_norm(h)))
+
+    def _depthwise(self, h: Tensor) -> Tensor:
+        """(B, D, 1, N) -> (B, D, 1, N): ``self.depthwise`` as a 1 x kernel 2-D convolution.
+
+        ``h`` is a view of (B, N, D) tokens, which is the channels-last layout of (B, D, 1, N): oneDNN's channels-last
+        depthwise kernel reads it in place, about twice as fast forward + backward on the CPU as ``Conv1d`` over a
+        (B, D, N) copy, with the same outputs to the bit (``benchmarks/cpu_kernels.py``)."""
+        conv = self.depthwise
+        weight = rearrange(conv.weight, "d 1 k -> d 1 1 k")
+        return F.conv2d(h, weight, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
 
 
 class MelSpectrogramTokenizer(nn.Module):
@@ -171,7 +181,9 @@ class MelSpectrogramTokenizer(nn.Module):
             stride: mel frames per token: 2 (Whisper's stem, 20 ms tokens) or 4 (a third conv of stride 2, 40 ms
                 tokens, the 4x subsampling of Conformer / ESPnet encoders: half the tokens, a quarter the attention).
             stem: ``whisper`` (1-D convs over time, each mel bin a channel) or ``conv2d`` (ESPnet's 2-D
-                subsampling over time and mel bins; ``stride`` is then its time subsampling, 2 or 4).
+                subsampling over time and mel bins; ``stride`` is then its time subsampling, 2, 4 or 8: 8 adds a
+                third 3x3 conv of stride 2, the 8x subsampling of NeMo's FastConformer, which halves every later
+                layer's tokens again; a token is then 80 ms, too coarse for CTC over characters at speaking rate).
             stem_channels: channels of the ``conv2d`` stem's two convolutions.
             level: ``whisper`` (``(x + 4) / 4``: Whisper's fixed scale, so a louder clip is a shifted one) or
                 ``peak`` (``(x - peak) / 4 + 1``: each clip's loudest bin at 1, its floor at -1, whatever its gain).
@@ -206,8 +218,10 @@ class MelSpectrogramTokenizer(nn.Module):
             raise ValueError(
                 f"n_fft, hop_length: expected n_fft >= 2 and hop_length >= 1, got {self.n_fft}, {self.hop_length}"
             )
-        if stride not in (2, 4):
-            raise ValueError(f"stride: expected 2 (Whisper) or 4 (a third stride-2 conv), got {stride!r}")
+        if stride not in ((2, 4, 8) if stem == "conv2d" else (2, 4)):
+            raise ValueError(
+                f"stride: expected 2 (Whisper) or 4 (a third stride-2 conv), or 8 with stem='conv2d', got {stride!r}"
+            )
         self.stride = stride
         self.token_seconds = stride * self.hop_length / sample_rate  # 0.02 s at the defaults
         self.frontend = AT.MelSpectrogram(
@@ -250,7 +264,11 @@ class MelSpectrogramTokenizer(nn.Module):
             self.conv2 = nn.Conv2d(stem_channels, stem_channels, kernel_size=3, stride=(stride // 2, 2), padding=1)
             self.conv3 = None
             bins = (n_mels + 1) // 2  # mel bins after the first conv
-            self.proj = nn.Linear(stem_channels * ((bins + 1) // 2), dim)
+            bins = (bins + 1) // 2  # ... and after the second
+            if stride == 8:
+                self.conv3 = nn.Conv2d(stem_channels, stem_channels, kernel_size=3, stride=2, padding=1)
+                bins = (bins + 1) // 2
+            self.proj = nn.Linear(stem_channels * bins, dim)
             return
         self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=STEM_STRIDE, padding=1)
@@ -409,8 +427,12 @@ class MelSpectrogramTokenizer(nn.Module):
         n_real = (frame_mask.sum(dim=1) + 1) // 2  # (B,) ceil(frames / 2)
         x = self.act(self.conv1(rearrange(x, "b m f -> b 1 f m")))[:, :, : (n_frames + 1) // 2]  # (B, C, F/2, M/2)
         x = x * (torch.arange(x.shape[2], device=x.device) < n_real[:, None])[:, None, :, None]
-        x = self.act(self.conv2(x))  # (B, C, N, M/4)
-        if self.stride == 4:
+        x = self.act(self.conv2(x))  # (B, C, F/4, M/4) (F/2 at stride 2)
+        if self.stride >= 4:
+            n_real = (n_real + 1) // 2
+        if self.conv3 is not None:  # stride 8: zero past the end again, then halve time and bins once more
+            x = x * (torch.arange(x.shape[2], device=x.device) < n_real[:, None])[:, None, :, None]
+            x = self.act(self.conv3(x))  # (B, C, F/8, M/8)
             n_real = (n_real + 1) // 2
         return self.proj(rearrange(x, "b c n m -> b n (c m)")), n_real
 

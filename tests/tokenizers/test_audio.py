@@ -110,16 +110,16 @@ def tok4() -> MelSpectrogramTokenizer:
 
 @pytest.fixture(scope="module")
 def stems(tok, tok4) -> dict[tuple[str, int], MelSpectrogramTokenizer]:
-    """Every stem at both strides: Whisper's 1-D convs and ESPnet's 2-D subsampling."""
+    """Every stem at each of its strides: Whisper's 1-D convs (2, 4) and ESPnet's 2-D subsampling (2, 4, 8)."""
     torch.manual_seed(2)
     conv2d = {
-        (s, "conv2d"): MelSpectrogramTokenizer(DIM, stride=s, stem="conv2d", stem_channels=8).eval() for s in (2, 4)
+        (s, "conv2d"): MelSpectrogramTokenizer(DIM, stride=s, stem="conv2d", stem_channels=8).eval() for s in (2, 4, 8)
     }
     conformer = {  # the conv2d stem followed by two Conformer convolution modules
         (s, "conv2d+conv"): MelSpectrogramTokenizer(
             DIM, stride=s, stem="conv2d", stem_channels=8, conv_blocks=2, conv_kernel=5
         ).eval()
-        for s in (2, 4)
+        for s in (2, 4, 8)
     }
     return {(2, "whisper"): tok, (4, "whisper"): tok4, **conv2d, **conformer}
 
@@ -127,13 +127,13 @@ def stems(tok, tok4) -> dict[tuple[str, int], MelSpectrogramTokenizer]:
 @settings(max_examples=12, deadline=None)
 @given(
     num_samples=st.integers(min_value=160, max_value=6000),
-    four=st.booleans(),
+    stride=st.sampled_from([2, 4, 8]),
     stem=st.sampled_from(["whisper", "conv2d"]),
 )
-def test_token_count(stems, num_samples, four, stem):
-    tok = stems[(4 if four else 2, stem)]
+def test_token_count(stems, num_samples, stride, stem):
+    tok = stems[(min(stride, 4) if stem == "whisper" else stride, stem)]
     out = tok(torch.randn(1, num_samples) * 0.1)
-    expected = math.ceil((num_samples // 160) / (4 if four else 2))
+    expected = math.ceil((num_samples // 160) / tok.stride)
     assert out.x.shape == (1, expected, DIM)
     assert tok.num_tokens(num_samples) == expected
     assert bool(out.pad.all())
@@ -166,11 +166,11 @@ def test_pad_from_lengths(tok):
     length=st.integers(min_value=160, max_value=3000),
     extra=st.integers(min_value=1, max_value=1500),
     noise=st.booleans(),
-    four=st.booleans(),
+    stride=st.sampled_from([2, 4, 8]),
     stem=st.sampled_from(["whisper", "conv2d", "conv2d+conv"]),
 )
-def test_padding_does_not_change_real_tokens(stems, length, extra, noise, four, stem):
-    tok = stems[(4 if four else 2, stem)]
+def test_padding_does_not_change_real_tokens(stems, length, extra, noise, stride, stem):
+    tok = stems[(min(stride, 4) if stem == "whisper" else stride, stem)]
     torch.manual_seed(length)
     clip = torch.randn(length) * 0.1 + sine(440.0, length / SR)
     alone = tok(clip[None])
@@ -239,6 +239,29 @@ def test_conv_module_mixes_exactly_the_kernels_neighbours():
             MelSpectrogramTokenizer(DIM, conv_blocks=bad)
     with pytest.raises(ValueError, match="^conv_kernel:"):  # checked even where no module is built
         MelSpectrogramTokenizer(DIM, conv_blocks=0, conv_kernel=4)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), tokens=st.integers(1, 40), kernel=st.sampled_from([1, 3, 15]), seed=st.integers(0, 99))
+def test_conv_module_matches_the_conformer_formula_with_conv1d(batch, tokens, kernel, seed):
+    """The channels-last 2-D depthwise path gives the textbook ``Conv1d`` block's outputs and gradients."""
+    torch.manual_seed(seed)
+    block = ConvModule(DIM, kernel=kernel)
+    x = torch.randn(batch, tokens, DIM, requires_grad=True)
+    pad = torch.arange(tokens) < torch.randint(1, tokens + 1, (batch, 1))
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        h = F.glu(block.pointwise_in(block.norm(x)), dim=-1) * pad[..., None]
+        h = block.depthwise(h.transpose(1, 2)).transpose(1, 2)
+        return x + block.pointwise_out(F.silu(block.mid_norm(h)))
+
+    out, want = block(x, pad), reference(x)
+    torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
+    params = [x, block.depthwise.weight, block.depthwise.bias, block.pointwise_in.weight]
+    got = torch.autograd.grad(out.square().sum(), params)
+    expected = torch.autograd.grad(want.square().sum(), params)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("stem", ["conv2d", "whisper"])
@@ -321,3 +344,7 @@ def test_bad_constructor_arguments():
         MelSpectrogramTokenizer(8, sample_rate=-1)
     with pytest.raises(ValueError, match="n_mels"):
         MelSpectrogramTokenizer(8, n_mels=0)
+    with pytest.raises(ValueError, match="^stride:"):
+        MelSpectrogramTokenizer(8, stride=8)  # Whisper's stem stops at 4
+    with pytest.raises(ValueError, match="^stride:"):
+        MelSpectrogramTokenizer(8, stride=3, stem="conv2d")
