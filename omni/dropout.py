@@ -48,7 +48,9 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return F.dropout(x, p, training)
     kept = keep_mask(x.shape, p)
     scale = _LEVELS / (_LEVELS - round(p * _LEVELS))  # 1 / (1 - p) for the p actually used
-    return torch.where(kept, x * scale, 0.0)  # the gradient goes through the same mask
+    # One multiply by the scaled mask (its backward is one more): half the time of ``where(kept, x * scale, 0)``,
+    # whose forward and backward are two passes each. A dropped inf or NaN gives NaN, as ``F.dropout``'s does.
+    return x * kept.to(x.dtype).mul_(scale)  # the gradient goes through the same mask
 
 
 class Dropout(nn.Dropout):
