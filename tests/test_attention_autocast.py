@@ -65,3 +65,12 @@ def test_a_trunk_under_cpu_autocast_matches_float32_with_gradients(spy):
     got, want = torch.cat([g.flatten().float() for g in grads]), torch.cat([r.flatten() for r in ref_grads])
     assert torch.isfinite(got).all()
     assert F.cosine_similarity(got, want, dim=0) > 0.98  # bf16 matmuls: close in direction, not to the bit
+
+
+def test_float64_under_autocast_stays_float64(spy):
+    """Autocast leaves float64 alone, and so does the float32 detour."""
+    q = torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = kernels.sdpa(q, q, q)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, q, q))

@@ -33,7 +33,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropo
     Returns:
         (B, H, N, Dh)
     """
-    if q.device.type == "cpu" and (q.dtype in _HALF or torch.is_autocast_enabled("cpu")):
+    autocast = q.dtype == torch.float32 and torch.is_autocast_enabled("cpu")  # float64 is not autocast's to cast
+    if q.device.type == "cpu" and (q.dtype in _HALF or autocast):
         return _sdpa_float32(q, k, v, attn_mask, dropout)
     if dropout == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
