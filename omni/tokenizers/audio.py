@@ -262,7 +262,8 @@ class MelSpectrogramTokenizer(nn.Module):
         self.conv_blocks = nn.ModuleList(ConvModule(dim, conv_kernel) for _ in range(conv_blocks))
         if stem == "conv2d":
             self.conv1 = nn.Conv2d(1, stem_channels, kernel_size=3, stride=2, padding=1)
-            self.conv2 = nn.Conv2d(stem_channels, stem_channels, kernel_size=3, stride=(stride // 2, 2), padding=1)
+            time_stride = 1 if stride == 2 else 2  # stride 8 takes its third halving from conv3
+            self.conv2 = nn.Conv2d(stem_channels, stem_channels, kernel_size=3, stride=(time_stride, 2), padding=1)
             self.conv3 = None
             bins = (n_mels + 1) // 2  # mel bins after the first conv
             bins = (bins + 1) // 2  # ... and after the second

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from omni.layers import sincos_1d
@@ -130,6 +130,8 @@ def stems(tok, tok4) -> dict[tuple[str, int], MelSpectrogramTokenizer]:
     stride=st.sampled_from([2, 4, 8]),
     stem=st.sampled_from(["whisper", "conv2d"]),
 )
+@example(num_samples=1440, stride=8, stem="conv2d")  # 9 frames: 2 tokens (a stride-16 stem gave 1)
+@example(num_samples=6000, stride=8, stem="conv2d")  # 37 frames: 5 tokens
 def test_token_count(stems, num_samples, stride, stem):
     tok = stems[(min(stride, 4) if stem == "whisper" else stride, stem)]
     out = tok(torch.randn(1, num_samples) * 0.1)
