@@ -38,7 +38,8 @@ def _state_dict(path: Path) -> dict[str, Tensor]:
     ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a Lightning checkpoint with a state_dict, got keys {sorted(ckpt)[:8]}")
+        got = f"keys {sorted(map(str, ckpt))[:8]}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise ValueError(f"{path}: expected a Lightning checkpoint with a state_dict, got {got}")
     return state
 
 

@@ -106,3 +106,7 @@ def test_bad_files_are_named(tmp_path):
     broken.write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="broken.safetensors: expected a safetensors file"):
         InitWeights(str(broken)).setup(None, BoringModel(), "fit")
+    plain = tmp_path / "plain.ckpt"
+    torch.save([torch.zeros(2)], plain)
+    with pytest.raises(ValueError, match="plain.ckpt: expected a Lightning checkpoint with a state_dict, got a list"):
+        InitWeights(str(plain)).setup(None, BoringModel(), "fit")
