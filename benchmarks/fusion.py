@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
+from omni.data.fusion_scene import SIMULATOR_VERSION  # noqa: E402
+
 MODELS = {"fusion": ["both", "camera", "radar"], "fusion_camera": ["camera"], "fusion_radar": ["radar"]}
 CONDITIONS = ("clear", "fog", "night", "rain")
 METRICS = ("mAP", "mATE", "mAVE", "mAOE", "NDS")
@@ -47,7 +49,13 @@ def omni() -> str:
 
 def ensure_corpus(root: Path, scenes: int, shard_size: int) -> dict[str, Any]:
     meta = root / "meta.json"
-    if not meta.exists() or json.loads(meta.read_text()).get("scenes") != scenes:
+    old = json.loads(meta.read_text()) if meta.exists() else {}
+    if old and old.get("simulator", 1) != SIMULATOR_VERSION:
+        raise ValueError(
+            f"--root: {root} holds scenes of simulator version {old.get('simulator', 1)}, this code draws version "
+            f"{SIMULATOR_VERSION}; give a new folder or delete that one"
+        )
+    if old.get("scenes") != scenes:
         print(f"building the fusion corpus in {root}", flush=True)
         cmd = [omni(), "data", "fusion", "--out", str(root), "--scenes", str(scenes), "--shard_size", str(shard_size)]
         subprocess.run(cmd, cwd=ROOT, check=True)
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "seeds": a.seeds,
         "scenes": meta["scenes"],
+        "simulator": meta.get("simulator", 1),
         "scenes_per_second": meta.get("scenes_per_second"),
         "train_wall_s": {m: [r["train_wall_s"] for r in rs] for m, rs in runs.items()},
         "results": t,

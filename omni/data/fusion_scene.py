@@ -36,11 +36,13 @@ __all__ = [
     "MAX_OBJECTS",
     "MAX_RADAR_POINTS",
     "RADAR_FEATURES",
+    "SIMULATOR_VERSION",
     "Scene",
     "SceneSimulator",
     "project_to_image",
 ]
 
+SIMULATOR_VERSION = 2  # bumped whenever a scene drawn from the same seed changes; recorded in build.json
 CLASSES = ("car", "pedestrian", "cyclist")
 CONDITIONS = ("clear", "fog", "night", "rain")
 IMAGE_HW = (64, 128)
@@ -53,6 +55,13 @@ HALF_SIZE = {"car": (2.25, 0.9, 0.75), "pedestrian": (0.3, 0.3, 0.85), "cyclist"
 CLASS_PRIOR = (0.5, 0.25, 0.25)
 MAX_SPEED = {"car": 15.0, "pedestrian": 2.0, "cyclist": 7.0}  # m/s over the ground
 RCS_DBSM = {"car": 10.0, "pedestrian": -5.0, "cyclist": 2.0}  # mean radar cross-section
+RCS_ASPECT, RCS_FLUCTUATION = 3.0, 2.5  # dB: per object (aspect), per detection (Swerling-like scintillation)
+# Static returns: reflectors a camera does not show as objects (manhole covers, guard-rail multipath, overhead signs,
+# debris). Each is 1-4 detections spread over its width, with the static world's Doppler and an RCS as broad as the
+# objects', so the radar alone tells them from a parked car or a standing pedestrian only by shape.
+STATIC_RETURNS = 8.0  # mean reflectors per scan (Poisson)
+STATIC_WIDTH = (0.2, 2.5)  # m, across the line of sight
+STATIC_RCS = (0.0, 6.0)  # dBsm, mean and spread over reflectors
 HIT_KEEP = {"car": 0.35, "pedestrian": 0.5, "cyclist": 0.45}  # chance a ray hit becomes a detection
 
 CAMERA_HEIGHT = 1.6  # m
@@ -327,12 +336,13 @@ class SceneSimulator:
             if len(hit) > MAX_POINTS_PER_OBJECT:
                 hit = rng.choice(hit, MAX_POINTS_PER_OBJECT, replace=False)
             vx, vy = boxes[slot_of[g], 2:4]
+            rcs_object = RCS_DBSM[name] + rng.normal(0, RCS_ASPECT)
             for j in hit:
                 el = math.radians(RADAR_ELEVATIONS[j % len(RADAR_ELEVATIONS)])
                 rng_m = self.ray_dist[j] * math.cos(el)  # ground range
                 az = self.ray_azimuth[j]
                 doppler = (vx - ego_speed) * math.cos(az) + vy * math.sin(az)
-                rcs = RCS_DBSM[name] + rng.normal(0, 2.0)
+                rcs = rcs_object + rng.normal(0, RCS_FLUCTUATION)
                 points.append((rng_m, az, doppler, rcs))
         det = np.asarray(points, dtype=np.float64).reshape(-1, 4)
         det[:, 0] += rng.normal(0, RANGE_NOISE, len(det))
@@ -349,12 +359,36 @@ class SceneSimulator:
             ],
             axis=-1,
         )
-        det = np.concatenate([det, clutter])
+        det = np.concatenate([det, clutter, self._static_returns(ego_speed, rng)])
         det = det[rng.permutation(len(det))][:MAX_RADAR_POINTS]
         radar = np.zeros((MAX_RADAR_POINTS, 4), dtype=np.float32)
         radar[: len(det)] = det
         mask = np.arange(MAX_RADAR_POINTS) < len(det)
         return radar, mask
+
+    @staticmethod
+    def _static_returns(ego_speed: float, rng: np.random.Generator) -> np.ndarray:
+        """(n, 4) detections of ``STATIC_RETURNS`` reflectors: extended, static, invisible to the camera."""
+        out = []
+        for _ in range(int(rng.poisson(STATIC_RETURNS))):
+            r = rng.uniform(3.0, RADAR_RANGE)
+            half = rng.uniform(*STATIC_WIDTH) / 2 / r  # rad
+            az = rng.uniform(-RADAR_FOV + half, RADAR_FOV - half)
+            rcs = rng.normal(*STATIC_RCS)
+            k = int(rng.integers(1, 5))
+            a = az + rng.uniform(-half, half, k) + rng.normal(0, AZIMUTH_NOISE, k)
+            out.append(
+                np.stack(
+                    [
+                        r + rng.normal(0, RANGE_NOISE, k),
+                        a,
+                        -ego_speed * np.cos(a) + rng.normal(0, DOPPLER_NOISE, k),
+                        rcs + rng.normal(0, RCS_FLUCTUATION, k),
+                    ],
+                    axis=-1,
+                )
+            )
+        return np.concatenate(out) if out else np.zeros((0, 4))
 
     def _camera(self, condition: str, rng: np.random.Generator) -> np.ndarray:
         """(H, W, 3) uint8: MuJoCo's image, with fog (MuJoCo's, nearer in thick fog) or night (dark, noisy)."""

@@ -59,11 +59,14 @@ class FusionCorpusSpec:
         scenes: number of scenes.
         seed: scene i is drawn from ``default_rng([seed, i])``.
         shard_size: scenes per shard (the last may hold fewer).
+        simulator: ``fusion_scene.SIMULATOR_VERSION`` of the code that draws the scenes: a folder built by another
+            version is refused rather than finished with scenes of a different kind.
     """
 
     scenes: int = 20_000
     seed: int = 0
     shard_size: int = 500
+    simulator: int = fusion_scene.SIMULATOR_VERSION
 
     def __post_init__(self) -> None:
         if self.scenes < 1 or self.shard_size < 1:
@@ -139,8 +142,12 @@ def build_fusion_corpus(
     plan = out / "build.json"
     if plan.exists():
         previous = json.loads(plan.read_text())
+        previous.setdefault("simulator", 1)  # build.json before versions were recorded
         if previous != asdict(spec):
-            raise ValueError(f"{plan}: this folder holds another build {previous}; asked for {asdict(spec)}")
+            raise ValueError(
+                f"{plan}: this folder holds another build {previous}; asked for {asdict(spec)} "
+                "(build into a new folder, or delete this one)"
+            )
     else:
         _write_json(plan, asdict(spec))
     for stale in out.glob(".shard-*.tmp-*"):  # what an interrupted build was writing

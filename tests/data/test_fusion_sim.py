@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from omni.cli import main as omni_main
+from omni.data import fusion_scene
 from omni.data.fusion_scene import (
     CLASSES,
     IMAGE_HW,
@@ -86,9 +87,22 @@ def test_interrupted_build_resumes_with_missing_shards(tmp_path) -> None:
         build_fusion_corpus(tmp_path, FusionCorpusSpec(scenes=6, seed=1, shard_size=2), progress=False)
 
 
-def test_radar_doppler_range_and_azimuth_match_the_object(sim) -> None:
+def test_a_corpus_of_another_simulator_version_is_not_finished(tmp_path) -> None:
+    """A resumed build must not mix scenes of two simulators: build.json records the version, and one written
+    before versions were recorded counts as version 1."""
+    spec = FusionCorpusSpec(scenes=2, seed=0, shard_size=2)
+    assert spec.simulator == fusion_scene.SIMULATOR_VERSION >= 2
+    plan = tmp_path / "build.json"
+    plan.write_text(json.dumps({"scenes": 2, "seed": 0, "shard_size": 2}))
+    with pytest.raises(ValueError, match="build.json.*another build.*'simulator': 1"):
+        build_fusion_corpus(tmp_path, spec, workers=1, progress=False)
+    assert not shard_path(tmp_path, 0).exists()
+
+
+def test_radar_doppler_range_and_azimuth_match_the_object(sim, monkeypatch) -> None:
     """One car 20 m ahead, 3 m left, driving at (-5, 1) m/s while the ego drives at 10 m/s: every detection on it
     sits near it and measures the relative radial speed ``(v - v_ego) · u``."""
+    monkeypatch.setattr(fusion_scene, "STATIC_RETURNS", 0.0)  # their RCS overlaps the car's
     rng = np.random.default_rng(0)
     classes = np.array([0])
     boxes = np.array([[20.0, 3.0, -5.0, 1.0, 0.0]])
@@ -118,7 +132,23 @@ def test_occluded_object_is_flagged(sim) -> None:
     assert visible[0] == 1.0 and visible[1] == pytest.approx(0.2)
 
 
-def test_scenes_without_objects_or_radar_points_are_valid(sim) -> None:
+def test_static_returns_look_like_the_static_world(sim) -> None:
+    """Reflectors the camera does not show: Doppler of the static world (-v_ego cos az), inside the field of view and
+    the radar's range, 1-4 detections each, ``STATIC_RETURNS`` a scan on average, RCS overlapping the objects'."""
+    rng = np.random.default_rng(0)
+    scans = [sim._static_returns(12.0, rng) for _ in range(300)]
+    det = np.concatenate(scans)
+    np.testing.assert_allclose(det[:, 2], -12.0 * np.cos(det[:, 1]), atol=5 * fusion_scene.DOPPLER_NOISE)
+    assert np.all(np.abs(det[:, 1]) <= RADAR_FOV + 5 * fusion_scene.AZIMUTH_NOISE)
+    assert det[:, 0].min() > 2.0 and det[:, 0].max() < fusion_scene.RADAR_RANGE + 1.0
+    per_scan = np.mean([len(s) for s in scans])
+    assert math.isclose(per_scan, 2.5 * fusion_scene.STATIC_RETURNS, rel_tol=0.15)  # Poisson(8) x U{1..4}
+    # As strong as a pedestrian or a car often enough that RCS alone cannot reject them.
+    assert (det[:, 3] > fusion_scene.RCS_DBSM["pedestrian"]).mean() > 0.6
+    assert (det[:, 3] > fusion_scene.RCS_DBSM["car"]).mean() > 0.03
+
+
+def test_scenes_without_objects_or_radar_points_are_valid(sim, monkeypatch) -> None:
     empty = None
     for i in range(200):
         scene = sim.make(np.random.default_rng([0, i]))
@@ -131,7 +161,9 @@ def test_scenes_without_objects_or_radar_points_are_valid(sim) -> None:
             empty = scene
             break
     assert empty is not None, "no empty scene in 200 draws"
-    # Zero radar points: no objects and no clutter in a clear scene happens (Poisson(2) = 0 is 13.5 %).
+    # Zero radar points: no objects, no clutter and no static returns in a clear scene (here with the static returns
+    # off: Poisson(2) = 0 is 13.5 %).
+    monkeypatch.setattr(fusion_scene, "STATIC_RETURNS", 0.0)
     classes, boxes = np.zeros(0, dtype=np.int64), np.zeros((0, 5))
     geoms = sim._place(classes, boxes, np.random.default_rng(1))
     counts = [int(sim._radar(classes, boxes, geoms, 5.0, False, np.random.default_rng(s))[1].sum()) for s in range(40)]
