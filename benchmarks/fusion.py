@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
-from omni.data.fusion_scene import SIMULATOR_VERSION  # noqa: E402
+from omni.data.fusion_sim import FusionCorpusSpec, build_fusion_corpus  # noqa: E402
 
 MODELS = {"fusion": ["both", "camera", "radar"], "fusion_camera": ["camera"], "fusion_radar": ["radar"]}
 CONDITIONS = ("clear", "fog", "night", "rain")
@@ -48,18 +48,10 @@ def omni() -> str:
 
 
 def ensure_corpus(root: Path, scenes: int, shard_size: int) -> dict[str, Any]:
-    meta = root / "meta.json"
-    old = json.loads(meta.read_text()) if meta.exists() else {}
-    if old and old.get("simulator", 1) != SIMULATOR_VERSION:
-        raise ValueError(
-            f"--root: {root} holds scenes of simulator version {old.get('simulator', 1)}, this code draws version "
-            f"{SIMULATOR_VERSION}; give a new folder or delete that one"
-        )
-    if old.get("scenes") != scenes:
-        print(f"building the fusion corpus in {root}", flush=True)
-        cmd = [omni(), "data", "fusion", "--out", str(root), "--scenes", str(scenes), "--shard_size", str(shard_size)]
-        subprocess.run(cmd, cwd=ROOT, check=True)
-    return json.loads(meta.read_text())
+    """Build the corpus in ``root``, or finish it, or take it as it is; ``build_fusion_corpus`` refuses a folder
+    that holds another plan (scene count, seed, shard size or simulator version) with a ``ValueError``."""
+    spec = FusionCorpusSpec(scenes=scenes, shard_size=shard_size)
+    return build_fusion_corpus(root, spec, progress=sys.stderr.isatty())
 
 
 def fit(model: str, seed: int, root: Path, runs: Path, tiny: bool) -> dict[str, Any]:
@@ -153,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "seeds": a.seeds,
         "scenes": meta["scenes"],
-        "simulator": meta.get("simulator", 1),
+        "simulator": meta["simulator"],
         "scenes_per_second": meta.get("scenes_per_second"),
         "train_wall_s": {m: [r["train_wall_s"] for r in rs] for m, rs in runs.items()},
         "results": t,
