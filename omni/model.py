@@ -238,6 +238,12 @@ class OmniModel(nn.Module):
         result["output"] = out
         return result
 
+    def read_out(self, mixed: Tokens, spans: dict[str, slice]) -> dict[str, Any]:
+        """The heads on the trunk's output: ``mixed`` (B, N, D) as ``mix`` returns it for the tokens and ``spans`` of
+        ``tokenize``. ``forward`` is ``read_out(mix(tokens), spans)``; a caller that runs the trunk itself (on packed
+        rows, ``omni.tasks.joint``) gives each sample's rows back here."""
+        return self._read_out(self._output(mixed, spans))
+
     def encode(self, inputs: Mapping[str, Any], context: Context | None = None) -> ModelOutput:
         """Tokenize, tag, mix; no heads. An encoder's output is a decoder's ``context``.
 

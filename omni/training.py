@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from omni.model import OmniModel
+from omni.tokens import Tokens
 from omni.transformer import TransformerConfig
 
 __all__ = [
@@ -264,13 +265,43 @@ class OmniTask(L.LightningModule):
             if theirs is not None and theirs != mine:
                 raise ValueError(f"model.{name}: expected the data module's {name}={theirs!r}, got {mine!r}")
 
+    def trunk_inputs(self, inputs: Mapping[str, Any]) -> tuple[Tokens, dict[str, slice]]:
+        """The joint ``Tokens`` (B, N, D) the trunk mixes, and {name: slice of N}: ``model.tokenize`` of the inputs a
+        tokenizer reads (a task whose inputs hold more, such as a decoder's target, leaves that out here)."""
+        return self.model.tokenize(inputs)
+
+    def outputs_from(self, mixed: Tokens, spans: dict[str, slice], inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``forward`` returns, from the trunk's output ``mixed`` (B, N, D) of ``trunk_inputs``: the heads'
+        outputs; a task adds what it computes after the trunk (a decoder, a head on some positions)."""
+        return self.model.read_out(mixed, spans)
+
+    @property
+    def packable(self) -> bool:
+        """Whether ``forward`` is ``trunk_inputs`` -> the trunk -> ``outputs_from``, so that a joint task may run the
+        trunk on packed rows that hold this task's samples beside other tasks' (``omni.tasks.joint``). A task that
+        overrides ``forward`` (hooks in the trunk, tokens edited between tokenizer and trunk) is run on its own."""
+        return type(self).forward is OmniTask.forward
+
     def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """{tokenizer name: raw input} -> {head name: output, "output": ModelOutput}"""
-        return self.model(inputs)
+        tokens, spans = self.trunk_inputs(inputs)
+        return self.outputs_from(self.model.mix(tokens), spans, inputs)
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``log``; a task trained inside a joint task (``omni.tasks.joint``) logs through it, under its
+        own name (``val/wer`` -> ``val/speech/wer``)."""
+        ref = self.__dict__.get("_joint")  # a weak reference, set by the joint task
+        joint = ref() if ref is not None else None
+        if joint is None:
+            return super().log(name, value, *args, **kwargs)
+        return joint.log_member(self, name, value, *args, **kwargs)
 
     def step(self, batch: Any, stage: Stage) -> Tensor:
         inputs = self.model_inputs(batch)
-        outputs = self(inputs)
+        return self.finish_step(inputs, self(inputs), batch, stage)
+
+    def finish_step(self, inputs: Mapping[str, Any], outputs: dict[str, Any], batch: Any, stage: Stage) -> Tensor:
+        """Loss, logging and metrics of one batch whose ``outputs`` (of ``forward``) are computed."""
         result = self.loss(outputs, batch, stage)
         parts = result if isinstance(result, dict) else {"loss": result}
         if "loss" not in parts:
@@ -427,5 +458,5 @@ class RunArtifacts(Callback):
             if self.fit_wall_s is not None:
                 payload["fit_wall_s"] = self.fit_wall_s
             (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
-        if isinstance(pl_module, OmniTask) and not trainer.sanity_checking:
+        if callable(getattr(pl_module, "write_artifacts", None)) and not trainer.sanity_checking:
             pl_module.write_artifacts("test", out)  # every rank: they may gather

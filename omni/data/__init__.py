@@ -24,6 +24,7 @@ from omni.data.episodes import Episodes
 from omni.data.fusion import FusionDataModule
 from omni.data.fusion_toy import SyntheticFusionDataModule
 from omni.data.image_folder import ImageFolderDataModule
+from omni.data.joint import JointDataModule
 from omni.data.rl_readers import load_d4rl_hdf5, load_episodes, load_minari
 from omni.data.speech import ManifestDataModule, SpeechDataModule
 from omni.data.speech_corpora import LibriSpeechDataModule, SpeechCommandsDataModule
@@ -39,6 +40,7 @@ __all__ = [
     "FusionDataModule",
     "ImageAugment",
     "ImageFolderDataModule",
+    "JointDataModule",
     "LibriSpeechDataModule",
     "ManifestDataModule",
     "OmniDataModule",

@@ -161,9 +161,9 @@ class DecisionTransformer(OmniTask):
             traj = {k: v for k, v in traj.items() if k != "returns_to_go"} | {"returns_to_go": None}
         return {TRAJECTORY: traj}
 
-    def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def outputs_from(self, mixed: Tokens, spans: dict[str, slice], inputs: Mapping[str, Any]) -> dict[str, Any]:
         """{"trajectory": window} -> {"actions": (B, K, A) actions or logits at every step, "output"}"""
-        result = self.model(inputs)
+        result = self.model.read_out(mixed, spans)
         out = result["output"]
         x = out.tokens.x[:, out.spans[TRAJECTORY]]  # (B, T*K, D)
         k = inputs[TRAJECTORY]["timesteps"].shape[1]

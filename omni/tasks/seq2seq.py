@@ -143,13 +143,19 @@ class Seq2Seq(OmniTask):
             inputs[TARGET] = {"ids": ids[:, :-1], "mask": mask[:, :-1]}
         return inputs
 
-    def forward(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def trunk_inputs(self, inputs: Mapping[str, Any]) -> tuple[Tokens, dict[str, slice]]:
+        """The encoder's tokens: every input but the decoder's target."""
+        return self.model.tokenize({k: v for k, v in inputs.items() if k != TARGET})
+
+    def outputs_from(self, mixed: Tokens, spans: dict[str, slice], inputs: Mapping[str, Any]) -> dict[str, Any]:
         """{encoder tokenizer name: raw input, "target": decoder input} -> the decoder's {"logits": (B, T, V),
-        "output"} and "encoder": the encoder's outputs."""
-        enc = {k: v for k, v in inputs.items() if k != TARGET}
+        "output"} and "encoder": the encoder's outputs (only "encoder" when predicting without a target)."""
+        enc = self.model.read_out(mixed, spans)
         if TARGET not in inputs:  # predicting without targets: nothing to teacher-force
-            return {"encoder": self.model(enc)}
-        return self.seq2seq(enc, {TARGET: inputs[TARGET]})
+            return {"encoder": enc}
+        result = self.seq2seq.decoder({TARGET: inputs[TARGET]}, context=enc["output"])
+        result["encoder"] = enc
+        return result
 
     def decode(self, enc_inputs: Mapping[str, Any]) -> Hypotheses:
         """Greedy (``beams`` = 1) or beam search from BOS: ids (B, T) after BOS, EOS included, padded after it."""
