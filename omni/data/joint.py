@@ -22,7 +22,7 @@ import lightning as L
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
 from omni.choices import check_choice
-from omni.tasks.members import TaskRef, load_task
+from omni.members import TaskRef, load_task
 
 __all__ = ["JointDataModule", "TaskSchedule"]
 
@@ -128,7 +128,7 @@ class JointDataModule(L.LightningDataModule):
         self.eval_names: dict[str, list[str]] = {}  # {"val" / "test": the members whose loaders come, in order}
 
     def _share_trainer(self) -> None:
-        from omni.tasks.members import MemberTrainer
+        from omni.members import MemberTrainer
 
         if self.trainer is not None:
             for name, dm in self.members.items():

@@ -1,7 +1,7 @@
 """``JointTask``: one trunk trained at once on several tasks (images, speech, trajectories, camera + radar).
 
 Each member is built from its own config (``configs/digits.yaml``, ``configs/speech_digits.yaml`` ...; see
-``omni.tasks.members``) with its tokenizers, heads, loss, metrics, callbacks and artifacts, at the joint trunk's
+``omni.members``) with its tokenizers, heads, loss, metrics, callbacks and artifacts, at the joint trunk's
 width and depth; then every member's trunk is replaced by the one shared ``Transformer`` and every member's modality
 embedding by a view of one shared table (keyed by modality name: two tasks that name the same modality share its
 tag). Each member keeps its own mask schedule.
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from omni.attention import masks as mask_lib
 from omni.attention.plans import BUCKET, PlanCache, choose_path
 from omni.choices import check_choice
-from omni.tasks.members import MemberCallback, MemberTrainer, TaskRef, load_task
+from omni.members import MemberCallback, MemberTrainer, TaskRef, load_task
 from omni.tokens import Tokens, pack, unpack
 from omni.training import (
     OmniTask,

@@ -76,7 +76,8 @@ def task_parser() -> Any:
     parser.add_lightning_class_args(L.LightningDataModule, "data", subclass_mode=True, required=False)
     parser.add_lightning_class_args(Trainer, "trainer")
     parser.add_argument("--seed_everything", type=int | bool, default=True)
-    parser.add_argument("--ckpt_path", type=str | None, default=None)
+    parser.add_argument("--ckpt_path", type=str | None, default=None)  # keys a run's saved config.yaml holds too
+    parser.add_argument("--weights_only", type=bool | None, default=None)
     OmniCLI.add_arguments_to_parser(None, parser)  # type: ignore[arg-type]  # only adds arguments
     return parser
 
