@@ -10,14 +10,14 @@ member sees it: its own data module and a run directory of its own under the joi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["MemberCallback", "MemberTrainer", "TaskParts", "TaskRef", "load_task", "task_parser"]
+__all__ = ["MemberCallback", "MemberTrainer", "TaskParts", "TaskRef", "load_task", "member_argv", "task_parser"]
 
 
 @dataclass
@@ -86,33 +86,42 @@ def _arg(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def member_argv(ref: TaskRef, trunk: Any = None) -> list[str]:
+    """The ``omni fit`` arguments that build the member alone as the joint task builds it: its config files, its
+    overrides and (given the joint trunk's ``TransformerConfig``) every setting of the shared trunk but the task's own
+    ``masks`` / ``mask_defs``, and a decoder trunk's width and heads where the task has one. ``benchmarks/joint.py``
+    trains the single-task models so."""
+    argv: list[str] = []
+    for f in ref.files:
+        argv += ["--config", f]
+    for key, value in ref.args.items():
+        argv += [f"--{key}", _arg(value)]
+    if trunk is not None:  # the shared trunk's every setting but the task's own mask schedule
+        own = task_parser().parse_args(argv).model.init_args
+        shared = asdict(trunk) | {"masks": list(own.trunk.masks), "mask_defs": dict(own.trunk.mask_defs or {})}
+        argv += ["--model.init_args.trunk", json.dumps(shared)]
+        if own.get("decoder_trunk") is not None:
+            argv += ["--model.init_args.decoder_trunk.dim", str(trunk.dim)]
+            argv += ["--model.init_args.decoder_trunk.heads", str(trunk.heads)]
+    return argv
+
+
 def load_task(ref: TaskRef, *, model: bool = True, data: bool = True, trunk: Any = None) -> TaskParts:
     """Build a member from its config.
 
     Args:
         ref: the member's config files and overrides.
         model: build the task (and its trainer callbacks); data: build its data module.
-        trunk: the joint trunk's ``TransformerConfig``: the task is built at its width, depth and heads (a decoder
+        trunk: the joint trunk's ``TransformerConfig``: the task is built with the shared trunk's settings (a decoder
             trunk at its width), keeping its own mask schedule.
     Returns:
         the parts; a part not asked for is None (callbacks: empty).
     """
-    argv: list[str] = []
-    for f in ref.files:
-        argv += ["--config", f]
-    for key, value in ref.args.items():
-        argv += [f"--{key}", _arg(value)]
-    if trunk is not None and model:
-        for key in ("dim", "depth", "heads"):
-            argv += [f"--model.init_args.trunk.{key}", str(getattr(trunk, key))]
     parser = task_parser()
     try:
-        cfg = parser.parse_args(argv)
-    except Exception as e:  # jsonargparse's ArgumentError: one line naming the files
+        cfg = parser.parse_args(member_argv(ref, trunk if model else None))
+    except Exception as e:  # jsonargparse's ArgumentError, naming the files
         raise ValueError(f"tasks.config: {' + '.join(ref.files)}: {e}") from None
-    if trunk is not None and model and cfg.model.init_args.get("decoder_trunk") is not None:
-        cfg.model.init_args.decoder_trunk.dim = trunk.dim
-        cfg.model.init_args.decoder_trunk.heads = trunk.heads
     if not model:
         cfg.model = None
         cfg.trainer.callbacks = None

@@ -239,3 +239,48 @@ def test_one_fit_trains_every_task_and_writes_each_tasks_metrics_and_artifacts(f
     assert {"speech", "hopper"} <= set(ckpt["omni_members"])
     assert "omni_vocab" in ckpt["omni_members"]["speech"] and "omni_rl" in ckpt["omni_members"]["hopper"]
     assert not any("model.trunk." in k for k in ckpt["state_dict"]) and "trunk.norm.weight" in ckpt["state_dict"]
+
+
+# ---------------------------------------------------------------------------------------------------- the benchmark
+def benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_joint", ROOT / "benchmarks" / "joint.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_joint"] = bench
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_compares_scores_as_ratios_and_errors_as_multiples() -> None:
+    bench = benchmark()
+    p = bench.plan([str(ROOT / "configs/omni_all.yaml")], [])
+    joint = [{"metrics": {"test/digits/acc": 0.9, "test/speech/wer": 0.05, "test/hopper/score": 40.0,
+                          "test/fusion/mAP": 0.10}}]  # fmt: skip
+    single = {"digits": [{"metrics": {"test/acc": 0.95}}], "speech": [{"metrics": {"test/wer": 0.04}}],
+              "hopper": [{"metrics": {"test/score": 50.0}}], "fusion": [{"metrics": {"test/mAP": 0.11}}]}  # fmt: skip
+    rows = bench.compare(p, joint, single)
+    assert rows["digits"]["holds"] and rows["digits"]["joint_over_single"] == pytest.approx(0.947, abs=1e-3)
+    assert not rows["speech"]["holds"] and rows["speech"]["better"] == "lower"  # 1.25 x the error
+    assert not rows["hopper"]["holds"]  # 0.8 of the score
+    assert rows["fusion"]["holds"]  # 0.909
+
+
+def test_the_joint_model_has_a_quarter_of_four_models_trunk_parameters() -> None:
+    bench = benchmark()
+    counts = bench.parameters(bench.plan([str(ROOT / "configs/omni_all.yaml")], []))
+    assert counts["trunk_fraction"] == 0.25 and counts["joint_trunk"] * 4 == counts["single_trunks_sum"]
+    assert counts["joint_total"] < counts["single_total_sum"]
+
+
+def test_the_throughput_benchmark_runs_the_same_real_tokens_both_ways(fixtures, monkeypatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(fixtures["rl"]))
+    bench = benchmark()
+    tasks = json.dumps(fixture_refs(fixtures))
+    configs = [str(ROOT / "configs/omni_all.yaml"), str(ROOT / "configs/omni_all_tiny.yaml")]
+    row = bench.main(["--config", *configs, "--runs", "throughput", "--seeds", "0", "--batches", "1", "--repeats", "1",
+                      "--arg", f"--model.init_args.tasks={tasks}"])  # fmt: skip
+    t = row["throughput"]
+    assert t["tasks"] == ["digits", "speech", "hopper"]  # fusion runs on its own
+    assert 0 < t["padding_efficiency_per_task"] <= 1 and 0 < t["padding_efficiency_packed"] <= 1
+    assert t["packed_speedup"] == pytest.approx(t["tokens_per_s_packed"] / t["tokens_per_s_per_task"], rel=1e-2)

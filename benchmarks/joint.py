@@ -1,0 +1,264 @@
+"""One model for every task against one model per task, at the same total compute.
+
+    python benchmarks/joint.py                          # joint + each single-task model, seeds 0 1 2 (~1 h a seed)
+    python benchmarks/joint.py --seeds 0 --runs joint   # only the joint fit
+    python benchmarks/joint.py --runs throughput        # packed rows vs per-task batches (a minute)
+    python benchmarks/joint.py --config configs/omni_all.yaml configs/omni_all_tiny.yaml --arg ...   # a smoke run
+
+1. ``joint``: ``omni fit --config configs/omni_all.yaml`` (every task, one shared trunk), tested on its ``last``
+   checkpoint. ``fit_wall_s`` is training with its validations; ``train_wall_s`` the whole command (tests included).
+2. ``single``: each task alone, built as the joint task builds it (its config, the joint trunk's width, depth and
+   heads: ``omni.members.member_argv``) and trained for the steps it gets in the joint run (its ``steps`` x the joint
+   ``max_epochs``), without validation (the joint run's own two validations pick nothing: both test ``last``).
+   Same total compute: the joint run makes the sum of the single runs' steps.
+3. Each task's own test metric (accuracy, WER, normalised score, mAP), joint against single: the ratio for a score,
+   joint / single error for an error; parameter counts (trunk and total) of the joint model and the four models.
+4. ``throughput``: the same real batches of the packable tasks (images, speech, trajectories) through the shared
+   trunk, forward and backward, side by side: per-task batches padded to their longest, and mixed-task packed rows of
+   ``pack_len`` tokens. Real tokens a second, median of ``--repeats``.
+
+Prints one JSON object last and appends it to ``benchmarks/results/joint.jsonl`` (not for a config named tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import record  # noqa: E402
+
+from omni.members import TaskRef, member_argv, task_parser  # noqa: E402
+from omni.transformer import TransformerConfig  # noqa: E402
+
+# {task class: (its test metric, "max" for a score / "min" for an error)}
+METRICS = {
+    "Classifier": ("acc", "max"),
+    "SpeechRecognizer": ("wer", "min"),
+    "DecisionTransformer": ("score", "max"),
+    "FusionDetector": ("mAP", "max"),
+}
+
+
+def omni() -> str:
+    return str(Path(sys.executable).with_name("omni"))
+
+
+def plan(configs: list[str], extra: list[str]) -> dict[str, Any]:
+    """The joint config as parsed: its trunk, epochs and members."""
+    cfg = task_parser().parse_args([a for c in configs for a in ("--config", c)] + extra)
+    init = cfg.model.init_args
+    trunk = TransformerConfig.from_dict(dict(init.trunk))
+    tasks = {name: TaskRef(**dict(r)) for name, r in dict(init.tasks).items()}
+    return {"trunk": trunk, "tasks": tasks, "epochs": int(cfg.trainer.max_epochs), "cfg": cfg}
+
+
+def run(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def read(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def metric_of(ref: TaskRef) -> tuple[str, str]:
+    cls = task_parser().parse_args(member_argv(ref)).model.class_path.rpartition(".")[2]
+    if cls not in METRICS:
+        raise SystemExit(f"no test metric known for {cls}; add it to METRICS")
+    return METRICS[cls]
+
+
+def fit_joint(configs: list[str], extra: list[str], seed: int, runs: Path, env: dict[str, str]) -> dict[str, Any]:
+    args = [a for c in configs for a in ("--config", c)] + extra
+    cmd = [omni(), "fit", *args, "--seed_everything", str(seed), "--test_checkpoint", "last",
+           "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", "bench_joint",
+           "--trainer.logger.init_args.version", f"seed{seed}", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    wall = run(cmd, env)
+    out = read(runs / "bench_joint" / f"seed{seed}")
+    print(f"joint seed {seed}: {wall:.0f} s (fit {out.get('fit_wall_s')} s)", flush=True)
+    return {"train_wall_s": round(wall, 1), "fit_wall_s": out.get("fit_wall_s"), "metrics": out["metrics"]}
+
+
+def fit_single(name: str, ref: TaskRef, p: dict[str, Any], seed: int, runs: Path, env: dict[str, str]):
+    steps = (ref.steps or 0) * p["epochs"]
+    if steps < 1:
+        raise SystemExit(f"tasks.{name}.steps: the benchmark needs each task's steps per epoch")
+    cmd = [omni(), "fit", *member_argv(ref, p["trunk"]), "--seed_everything", str(seed),
+           "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
+           "--test_checkpoint", "last", "--trainer.logger.init_args.save_dir", str(runs),
+           "--trainer.logger.init_args.name", f"bench_single_{name}", "--trainer.logger.init_args.version",
+           f"seed{seed}", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    wall = run(cmd, env)
+    out = read(runs / f"bench_single_{name}" / f"seed{seed}")
+    print(f"single {name} seed {seed}: {steps} steps, {wall:.0f} s", flush=True)
+    return {"steps": steps, "train_wall_s": round(wall, 1), "fit_wall_s": out.get("fit_wall_s"),
+            "metrics": out["metrics"]}  # fmt: skip
+
+
+def compare(p: dict[str, Any], joint: list[dict], single: dict[str, list[dict]]) -> dict[str, Any]:
+    """Per task: the metric's mean over seeds, joint and single, and joint relative to single."""
+    out = {}
+    for name, ref in p["tasks"].items():
+        metric, mode = metric_of(ref)
+        j = [r["metrics"].get(f"test/{name}/{metric}") for r in joint]
+        s = [r["metrics"].get(f"test/{metric}") for r in single.get(name, [])]
+        row: dict[str, Any] = {"metric": metric, "better": "higher" if mode == "max" else "lower"}
+        if j and None not in j:
+            row["joint"] = round(statistics.mean(j), 4)
+        if s and None not in s:
+            row["single"] = round(statistics.mean(s), 4)
+        if "joint" in row and "single" in row and row["single"]:
+            ratio = row["joint"] / row["single"]
+            row["joint_over_single"] = round(ratio, 3)
+            row["holds"] = bool(ratio >= 0.9) if mode == "max" else bool(ratio <= 1.1)
+        out[name] = row
+    return out
+
+
+def parameters(p: dict[str, Any]) -> dict[str, Any]:
+    """Trunk and total parameter counts: the joint model against the single-task models."""
+    from omni.members import load_task
+    from omni.tasks.joint import JointTask
+
+    joint = JointTask({n: r for n, r in p["tasks"].items()}, p["trunk"])
+    count = lambda m: sum(x.numel() for x in m.parameters())  # noqa: E731
+    singles = {n: load_task(r, data=False, trunk=p["trunk"]).task for n, r in p["tasks"].items()}
+    trunks = sum(count(s.model.trunk) for s in singles.values())
+    return {
+        "joint_trunk": count(joint.trunk),
+        "single_trunks_sum": trunks,
+        "trunk_fraction": round(count(joint.trunk) / trunks, 3),
+        "joint_total": count(joint),
+        "single_total_sum": sum(count(s) for s in singles.values()),
+    }
+
+
+def throughput(p: dict[str, Any], batches: int, repeats: int) -> dict[str, Any]:
+    """Real tokens a second through the shared trunk (forward + backward of each task's loss), per-task padded
+    batches against packed mixed-task rows, on the same real batches."""
+    from omni.data.joint import JointDataModule
+    from omni.tasks.joint import JointTask
+
+    packable_refs = dict(p["tasks"])
+    joint = JointTask(packable_refs, p["trunk"], batching="packed", pack_len=int(p["cfg"].model.init_args.pack_len))
+    names = [n for n, m in joint.members.items() if m.packable]
+    dm = JointDataModule({n: packable_refs[n] for n in names})
+    dm.setup("fit")
+    for sub in joint.members.values():
+        sub.log = lambda *a, **k: None  # no trainer: nothing to log to
+    data = {n: [] for n in names}
+    for n in names:
+        it = iter(dm.members[n].train_dataloader())
+        data[n] = [next(it) for _ in range(batches)]
+    joint.train()
+    real = padded = 0
+    for n in names:
+        for b in data[n]:
+            tokens, _ = joint.members[n].trunk_inputs(joint.members[n].model_inputs(b))
+            real += int(tokens.pad.sum())
+            padded += tokens.pad.numel()
+
+    def per_task() -> None:
+        for i in range(batches):
+            total = None
+            for n in names:
+                sub, b = joint.members[n], data[n][i]
+                out = sub.loss(sub(sub.model_inputs(b)), b, "train")
+                part = out["loss"] if isinstance(out, dict) else out
+                total = part if total is None else total + part
+            total.backward()
+            joint.zero_grad(set_to_none=True)
+
+    rows = 0
+
+    def packed() -> None:
+        nonlocal rows
+        for i in range(batches):
+            inputs = {n: joint.members[n].model_inputs(data[n][i]) for n in names}
+            outs = joint.forward_packed(inputs)
+            total = None
+            for n in names:
+                out = joint.members[n].loss(outs[n], data[n][i], "train")
+                part = out["loss"] if isinstance(out, dict) else out
+                total = part if total is None else total + part
+            total.backward()
+            joint.zero_grad(set_to_none=True)
+
+    from omni.tokens import pack
+
+    for i in range(batches):
+        toks = [joint.members[n].trunk_inputs(joint.members[n].model_inputs(data[n][i]))[0] for n in names]
+        rows += pack(toks, joint.pack_len)[1].num_rows
+    per_task(), packed()  # warm-up: mask plans, allocator
+    times: dict[str, list[float]] = {"per_task": [], "packed": []}
+    for _ in range(repeats):
+        for mode, fn in (("per_task", per_task), ("packed", packed)):
+            t0 = time.perf_counter()
+            fn()
+            times[mode].append(time.perf_counter() - t0)
+    tps = {mode: real / statistics.median(ts) for mode, ts in times.items()}
+    return {
+        "tasks": names,
+        "batches_per_task": batches,
+        "real_tokens": real,
+        "padding_efficiency_per_task": round(real / padded, 3),
+        "padding_efficiency_packed": round(real / (rows * joint.pack_len), 3),
+        "tokens_per_s_per_task": round(tps["per_task"], 1),
+        "tokens_per_s_packed": round(tps["packed"], 1),
+        "packed_speedup": round(tps["packed"] / tps["per_task"], 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", nargs="+", default=["configs/omni_all.yaml"], help="the joint config (and overlays)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--runs", nargs="+", choices=["joint", "single", "throughput"],
+                    default=["joint", "single", "throughput"])  # fmt: skip
+    ap.add_argument("--batches", type=int, default=4, help="throughput: batches of each task")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput: timed repeats (median)")
+    ap.add_argument("--arg", action="append", default=[], help="an extra `omni fit` argument for the joint config")
+    a = ap.parse_args(argv)
+    extra = [x for kv in a.arg for x in kv.split("=", 1)]
+    p = plan(a.config, extra)
+    env = dict(os.environ)
+    runs = ROOT / "runs"
+    joint = [fit_joint(a.config, extra, s, runs, env) for s in a.seeds] if "joint" in a.runs else []
+    single: dict[str, list[dict]] = {}
+    if "single" in a.runs:
+        for s in a.seeds:
+            for name, ref in p["tasks"].items():
+                single.setdefault(name, []).append(fit_single(name, ref, p, s, runs, env))
+    result: dict[str, Any] = {
+        "config": a.config,
+        "seeds": a.seeds,
+        "trunk": {k: getattr(p["trunk"], k) for k in ("dim", "depth", "heads", "mlp_ratio")},
+        "steps": {n: (r.steps or 0) * p["epochs"] for n, r in p["tasks"].items()},
+        "parameters": parameters(p),
+    }
+    if joint:
+        result["joint_train_wall_s"] = [r["train_wall_s"] for r in joint]
+        result["joint_fit_wall_s"] = [r["fit_wall_s"] for r in joint]
+    if single:
+        result["single_train_wall_s"] = {n: [r["train_wall_s"] for r in rs] for n, rs in single.items()}
+    if joint or single:
+        result["tasks"] = compare(p, joint, single)
+    if "throughput" in a.runs:
+        result["throughput"] = throughput(p, a.batches, a.repeats)
+    return record("joint", result, save=not any("tiny" in c for c in a.config))
+
+
+if __name__ == "__main__":
+    main()
