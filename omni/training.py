@@ -35,10 +35,12 @@ __all__ = [
     "OptimConfig",
     "RunArtifacts",
     "Stage",
+    "clip_by_config",
     "make_adamw",
     "param_groups",
     "run_directory",
     "warmup_cosine",
+    "with_schedule",
 ]
 
 Stage = Literal["train", "val", "test"]
@@ -125,6 +127,28 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             decays = name == "weight" and isinstance(owner, DECAYED) and full not in skip
             (decay if decays else keep).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def with_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, trainer: L.Trainer) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer: ``opt`` under warmup + cosine over the trainer's steps."""
+    total = max(1, int(trainer.estimated_stepping_batches))
+    warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def clip_by_config(
+    module: L.LightningModule,
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    gradient_clip_val: float | None = None,
+    gradient_clip_algorithm: str | None = None,
+) -> None:
+    """Gradient clipping: the trainer's ``gradient_clip_val`` wins when set; otherwise ``cfg.grad_clip``."""
+    clip = gradient_clip_val if gradient_clip_val is not None else cfg.grad_clip
+    if clip is not None:
+        algorithm = gradient_clip_algorithm or "norm"
+        module.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=algorithm)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -335,22 +359,13 @@ class OmniTask(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optim
-        opt = make_adamw(self, cfg, mixed_precision="mixed" in str(self.trainer.precision))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        opt = make_adamw(self, self.optim, mixed_precision="mixed" in str(self.trainer.precision))
+        return with_schedule(opt, self.optim, self.trainer)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
     ) -> None:
-        # The trainer's gradient_clip_val wins when set; otherwise the task's own optim.grad_clip.
-        clip = gradient_clip_val if gradient_clip_val is not None else self.optim.grad_clip
-        if clip is not None:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
-            )
+        clip_by_config(self, optimizer, self.optim, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ checkpoints and resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -46,9 +46,10 @@ from omni.training import (
     Stage,
     _rng_state,
     _set_rng_state,
+    clip_by_config,
     make_adamw,
     param_groups,
-    warmup_cosine,
+    with_schedule,
 )
 from omni.transformer import Transformer, TransformerConfig
 
@@ -336,19 +337,12 @@ class JointTask(L.LightningModule):
             for group in param_groups(sub, sub.optim.weight_decay):
                 if group["params"]:
                     opt.add_param_group({**group, "lr": sub.optim.lr, "betas": tuple(sub.optim.betas)})
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return with_schedule(opt, cfg, self.trainer)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
     ) -> None:
-        clip = gradient_clip_val if gradient_clip_val is not None else self.optim.grad_clip
-        if clip is not None:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
-            )
+        clip_by_config(self, optimizer, self.optim, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
