@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import record  # noqa: E402
 
-from omni.members import TaskRef, member_argv, task_parser  # noqa: E402
+from omni.members import TaskRef, as_refs, member_argv, task_parser  # noqa: E402
 from omni.transformer import TransformerConfig  # noqa: E402
 
 # {task class: (its test metric, "max" for a score / "min" for an error)}
@@ -57,7 +57,7 @@ def plan(configs: list[str], extra: list[str]) -> dict[str, Any]:
     cfg = task_parser().parse_args([a for c in configs for a in ("--config", c)] + extra)
     init = cfg.model.init_args
     trunk = TransformerConfig.from_dict(dict(init.trunk))
-    tasks = {name: TaskRef(**dict(r)) for name, r in dict(init.tasks).items()}
+    tasks = as_refs({name: dict(r) for name, r in dict(init.tasks).items()})
     return {"trunk": trunk, "tasks": tasks, "epochs": int(cfg.trainer.max_epochs), "cfg": cfg}
 
 
@@ -151,10 +151,9 @@ def throughput(p: dict[str, Any], batches: int, repeats: int) -> dict[str, Any]:
     from omni.data.joint import JointDataModule
     from omni.tasks.joint import JointTask
 
-    packable_refs = dict(p["tasks"])
-    joint = JointTask(packable_refs, p["trunk"], batching="packed", pack_len=int(p["cfg"].model.init_args.pack_len))
+    joint = JointTask(p["tasks"], p["trunk"], batching="packed", pack_len=int(p["cfg"].model.init_args.pack_len))
     names = [n for n, m in joint.members.items() if m.packable]
-    dm = JointDataModule({n: packable_refs[n] for n in names})
+    dm = JointDataModule({n: p["tasks"][n] for n in names})
     dm.setup("fit")
     for sub in joint.members.values():
         sub.log = lambda *a, **k: None  # no trainer: nothing to log to

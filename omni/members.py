@@ -10,14 +10,28 @@ member sees it: its own data module and a run directory of its own under the joi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["MemberCallback", "MemberTrainer", "TaskParts", "TaskRef", "load_task", "member_argv", "task_parser"]
+__all__ = [
+    "Batching",
+    "MemberCallback",
+    "MemberTrainer",
+    "TaskParts",
+    "TaskRef",
+    "as_refs",
+    "attach",
+    "load_task",
+    "member_argv",
+    "task_parser",
+]
+
+Batching = Literal["per_task", "packed"]  # a joint run's batches: one task a step, or packed rows of every task
 
 
 @dataclass
@@ -51,6 +65,24 @@ class TaskRef:
     @property
     def files(self) -> list[str]:
         return [self.config] if isinstance(self.config, str) else list(self.config)
+
+
+def as_refs(tasks: Mapping[str, TaskRef | Mapping[str, Any]]) -> dict[str, TaskRef]:
+    """{name: TaskRef} from ``TaskRef``s or plain mappings (a config's), unknown keys refused by name."""
+    if not tasks:
+        raise ValueError("tasks: expected at least one task, got none")
+    known = {f.name for f in fields(TaskRef)}
+    out = {}
+    for name, ref in tasks.items():
+        if not isinstance(ref, TaskRef):
+            if not isinstance(ref, Mapping):
+                raise ValueError(f"tasks.{name}: expected {{config: FILE, ...}}, got {type(ref).__name__}")
+            unknown = sorted(set(ref) - known)
+            if unknown:
+                raise ValueError(f"tasks.{name}: expected keys among {sorted(known)}, got {unknown}")
+            ref = TaskRef(**ref)
+        out[name] = ref
+    return out
 
 
 @dataclass
@@ -137,6 +169,16 @@ def load_task(ref: TaskRef, *, model: bool = True, data: bool = True, trunk: Any
     )
 
 
+def attach(sub: L.LightningModule, name: str, trainer: L.Trainer) -> Any:
+    """Give a member the joint run's trainer as it should see it (``MemberTrainer``), unless it has it already;
+    returns the member's trainer."""
+    current = sub._trainer
+    if not isinstance(current, MemberTrainer) or current._trainer is not trainer:
+        members = getattr(getattr(trainer, "datamodule", None), "members", None) or {}
+        sub.trainer = MemberTrainer(trainer, name, members.get(name))
+    return sub.trainer
+
+
 class MemberTrainer:
     """The joint run's trainer as one member sees it: everything the trainer has, except ``datamodule`` (the
     member's own) and ``log_dir`` (``<run directory>/<member name>``), so a task's hooks and callbacks that read
@@ -181,10 +223,7 @@ class MemberCallback(Callback):
         """(the member's trainer, the member task); attached here when a callback hook comes before the task's
         ``setup`` (callbacks are set up first)."""
         sub = self._joint.members[self.name]
-        if not isinstance(sub._trainer, MemberTrainer) or sub._trainer._trainer is not trainer:
-            data = getattr(trainer, "datamodule", None)
-            sub.trainer = MemberTrainer(trainer, self.name, (getattr(data, "members", None) or {}).get(self.name))
-        return sub.trainer, sub
+        return attach(sub, self.name, trainer), sub
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         member_trainer, sub = self._member(trainer)

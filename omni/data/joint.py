@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
 from omni.choices import check_choice
-from omni.members import TaskRef, load_task
+from omni.members import Batching, MemberTrainer, TaskRef, as_refs, load_task
 
 __all__ = ["JointDataModule", "TaskSchedule"]
-
-Batching = Literal["per_task", "packed"]
 
 
 class TaskSchedule(CombinedLoader):
@@ -113,10 +111,8 @@ class JointDataModule(L.LightningDataModule):
             seed: the ``per_task`` schedule's seed.
         """
         super().__init__()
-        if not tasks:
-            raise ValueError("tasks: expected at least one task, got none")
+        refs = as_refs(tasks)
         check_choice("batching", batching, Batching)
-        refs = {name: r if isinstance(r, TaskRef) else TaskRef(**r) for name, r in tasks.items()}
         self.batching, self.seed = batching, seed
         self.steps = {name: r.steps for name, r in refs.items()}
         self.members: dict[str, L.LightningDataModule] = {}
@@ -128,8 +124,6 @@ class JointDataModule(L.LightningDataModule):
         self.eval_names: dict[str, list[str]] = {}  # {"val" / "test": the members whose loaders come, in order}
 
     def _share_trainer(self) -> None:
-        from omni.members import MemberTrainer
-
         if self.trainer is not None:
             for name, dm in self.members.items():
                 dm.trainer = MemberTrainer(self.trainer, name, dm)  # type: ignore[assignment]

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from omni.attention import masks as mask_lib
 from omni.attention.plans import BUCKET, PlanCache, choose_path
 from omni.choices import check_choice
-from omni.members import MemberCallback, MemberTrainer, TaskRef, load_task
+from omni.members import Batching, MemberCallback, TaskRef, as_refs, attach, load_task
 from omni.tokens import Tokens, pack, unpack
 from omni.training import (
     OmniTask,
@@ -55,7 +55,6 @@ from omni.transformer import Transformer, TransformerConfig
 
 __all__ = ["Batching", "JointTask", "TableView"]
 
-Batching = Literal["per_task", "packed"]
 _EPOCH_HOOKS = (
     "on_train_epoch_start",
     "on_train_epoch_end",
@@ -116,8 +115,7 @@ class JointTask(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if not tasks:
-            raise ValueError("tasks: expected at least one task, got none")
+        refs = as_refs(tasks)
         check_choice("batching", batching, Batching)
         if pack_len < 1:
             raise ValueError(f"pack_len: expected a positive number of tokens, got {pack_len}")
@@ -125,7 +123,6 @@ class JointTask(L.LightningModule):
         self.optim = optim if optim is not None else OptimConfig()
         cfg = trunk if isinstance(trunk, TransformerConfig) else TransformerConfig.from_dict(trunk)
         self.trunk = Transformer(cfg)
-        refs = {name: r if isinstance(r, TaskRef) else TaskRef(**r) for name, r in tasks.items()}
         self.weights = {name: r.weight for name, r in refs.items()}
         members: dict[str, OmniTask] = {}
         self.member_callbacks: dict[str, list[Callback]] = {}
@@ -166,22 +163,13 @@ class JointTask(L.LightningModule):
         kwargs["add_dataloader_idx"] = False
         L.LightningModule.log(self, _member_prefix(member, name), value, *args, **kwargs)
 
-    def _attach(self) -> None:
-        """Give every member the trainer as it should see it (its own data module and run directory)."""
-        data = getattr(self.trainer, "datamodule", None)
-        own = getattr(data, "members", {}) or {}
-        for name, sub in self.members.items():
-            current = sub._trainer
-            if not isinstance(current, MemberTrainer) or current._trainer is not self.trainer:
-                sub.trainer = MemberTrainer(self.trainer, name, own.get(name))  # type: ignore[assignment]
-
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
         theirs = list(getattr(data, "members", {}) or {})
         if theirs and theirs != self.names:
             raise ValueError(f"data.tasks: expected the model's tasks {self.names}, got {theirs}")
-        self._attach()
-        for sub in self.members.values():
+        for name, sub in self.members.items():
+            attach(sub, name, self.trainer)
             sub.setup(stage)
 
     def configure_callbacks(self) -> list[Callback]:
@@ -255,12 +243,13 @@ class JointTask(L.LightningModule):
                 built[m] = self.plans.get(m, rows, path)
             plans.append(built[m])
         y = self.trunk(rows.x, plans)[:, : self.pack_len]
-        per_sample = iter(unpack(y, info))
+        per_sample = unpack(y, info)  # in the order pack took them: task by task, row by row
         out: dict[str, dict[str, Any]] = {}
+        done = 0
         for name, (tokens, spans) in parts.items():
             mixed = tokens.x.new_zeros(tokens.x.shape)  # (B, N, D); padded tokens stay 0
-            for r in range(tokens.batch_size):
-                mixed[r, tokens.pad[r]] = next(per_sample)
+            mixed[tokens.pad] = torch.cat(per_sample[done : done + tokens.batch_size])  # real tokens, row-major
+            done += tokens.batch_size
             out[name] = self.members[name].outputs_from(tokens.replace(x=mixed), spans, inputs[name])
         return out
 

@@ -7,13 +7,14 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from omni.cli import main as omni_main
 from omni.data.fusion_sim import FusionCorpusSpec, build_fusion_corpus
-from omni.data.joint import TaskSchedule
+from omni.data.joint import JointDataModule, TaskSchedule
 from omni.data.speech import collate_speech
 from omni.data.speech_corpus import CorpusSpec, build_corpus
 from omni.tasks.joint import JointTask
@@ -174,6 +175,9 @@ def test_the_schedule_runs_each_task_its_steps_in_a_seeded_order_and_loaders_go_
     assert s.order(0) != s.order(1) or s.order(0) != s.order(2)
     s.limits = [2, 2]  # Lightning's limit_train_batches caps every task
     assert s.counts() == {"a": 2, "b": 2}
+    endless = TaskSchedule({"a": iter(range(3))}, {"a": None})  # no length: its steps must be given
+    with pytest.raises(ValueError, match=r"tasks.a.steps: expected a number"):
+        endless.counts()
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -184,6 +188,14 @@ def test_bad_joint_configs_are_one_clear_error(tmp_path) -> None:
         JointTask({}, TRUNK)
     with pytest.raises(ValueError, match="batching"):
         JointTask(refs(("digits",)), TRUNK, batching="mixed")
+    with pytest.raises(ValueError, match=r"tasks.x: expected keys among .*, got \['cfg'\]"):
+        JointTask({"x": {"cfg": "configs/digits.yaml"}}, TRUNK)
+    with pytest.raises(ValueError, match=r"tasks.x: expected \{config: FILE, ...\}, got str"):
+        JointDataModule({"x": "configs/digits.yaml"})
+    j = JointTask(refs(("digits",)), TRUNK)
+    j.trainer = SimpleNamespace(datamodule=SimpleNamespace(members={"mnist": None}))
+    with pytest.raises(ValueError, match=r"data.tasks: expected the model's tasks \['digits'\], got \['mnist'\]"):
+        j.setup("fit")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  class_path: omni.tasks.classification.Classifier\n  init_args: {no_such_arg: 1}\n")
     with pytest.raises(ValueError, match=r"tasks.config: .*bad.yaml"):
@@ -273,7 +285,7 @@ def test_the_joint_model_has_a_quarter_of_four_models_trunk_parameters() -> None
     assert counts["joint_total"] < counts["single_total_sum"]
 
 
-def test_the_throughput_benchmark_runs_the_same_real_tokens_both_ways(fixtures, monkeypatch) -> None:
+def test_the_throughput_benchmark_times_the_packable_tasks_and_reports_consistent_figures(fixtures, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(fixtures["rl"]))
     bench = benchmark()
     tasks = json.dumps(fixture_refs(fixtures))
