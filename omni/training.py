@@ -31,11 +31,11 @@ from omni.transformer import TransformerConfig
 
 __all__ = [
     "STAGES",
+    "ClipsByConfig",
     "OmniTask",
     "OptimConfig",
     "RunArtifacts",
     "Stage",
-    "clip_by_config",
     "make_adamw",
     "param_groups",
     "run_directory",
@@ -137,18 +137,19 @@ def with_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, trainer: L.Train
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def clip_by_config(
-    module: L.LightningModule,
-    optimizer: torch.optim.Optimizer,
-    cfg: OptimConfig,
-    gradient_clip_val: float | None = None,
-    gradient_clip_algorithm: str | None = None,
-) -> None:
-    """Gradient clipping: the trainer's ``gradient_clip_val`` wins when set; otherwise ``cfg.grad_clip``."""
-    clip = gradient_clip_val if gradient_clip_val is not None else cfg.grad_clip
-    if clip is not None:
-        algorithm = gradient_clip_algorithm or "norm"
-        module.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=algorithm)
+class ClipsByConfig(L.LightningModule):
+    """Gradient clipping from ``self.optim`` (an ``OptimConfig``): the trainer's ``gradient_clip_val`` wins when set;
+    otherwise ``self.optim.grad_clip``."""
+
+    optim: OptimConfig
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        clip = gradient_clip_val if gradient_clip_val is not None else self.optim.grad_clip
+        if clip is not None:
+            algorithm = gradient_clip_algorithm or "norm"
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=algorithm)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -181,7 +182,7 @@ def run_directory(trainer: L.Trainer) -> Path | None:
     return Path(path) if path else None
 
 
-class OmniTask(L.LightningModule):
+class OmniTask(ClipsByConfig):
     """Base of every task: ``self.model`` (an ``OmniModel``) built from config, and the loop around it.
 
     A task implements ``loss`` (and usually ``update_metrics`` and ``predict``), registers its metrics with
@@ -361,11 +362,6 @@ class OmniTask(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = make_adamw(self, self.optim, mixed_precision="mixed" in str(self.trainer.precision))
         return with_schedule(opt, self.optim, self.trainer)
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
-    ) -> None:
-        clip_by_config(self, optimizer, self.optim, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ checkpoints and resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

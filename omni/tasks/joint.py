@@ -40,13 +40,13 @@ from omni.choices import check_choice
 from omni.members import Batching, MemberCallback, TaskRef, as_refs, attach, load_task
 from omni.tokens import Tokens, pack, unpack
 from omni.training import (
+    ClipsByConfig,
     OmniTask,
     OptimConfig,
     RunArtifacts,
     Stage,
     _rng_state,
     _set_rng_state,
-    clip_by_config,
     make_adamw,
     param_groups,
     with_schedule,
@@ -89,7 +89,7 @@ def _member_prefix(name: str, metric: str) -> str:
     return f"{stage}/{name}/{rest}" if sep else f"{name}/{metric}"
 
 
-class JointTask(L.LightningModule):
+class JointTask(ClipsByConfig):
     """Several tasks, one shared trunk and modality table, trained at once (see the module's doc)."""
 
     monitor: str | None = None  # the members' validation losses are on different scales: keep the last epoch
@@ -327,11 +327,6 @@ class JointTask(L.LightningModule):
                 if group["params"]:
                     opt.add_param_group({**group, "lr": sub.optim.lr, "betas": tuple(sub.optim.betas)})
         return with_schedule(opt, cfg, self.trainer)
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
-    ) -> None:
-        clip_by_config(self, optimizer, self.optim, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
