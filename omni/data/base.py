@@ -18,7 +18,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 
 from omni.data.resume import SkipOnResume
 
-__all__ = ["EpochShuffle", "OmniDataModule", "Split", "check_fraction", "held_out_split", "pair"]
+__all__ = [
+    "EpochShuffle",
+    "OmniDataModule",
+    "Split",
+    "check_fraction",
+    "check_train_fraction",
+    "held_out_split",
+    "kept_share",
+    "pair",
+]
 
 Split = Literal["train", "val", "test"]
 
@@ -27,6 +36,26 @@ def check_fraction(name: str, value: float) -> None:
     """A share of a data set: strictly between 0 and 1."""
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name}: expected a fraction in (0, 1), got {value}")
+
+
+def check_train_fraction(value: float) -> None:
+    """``train_fraction``: the share of the training data a run keeps, in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
+        raise ValueError(f"train_fraction: expected a share of the training data in (0, 1], got {value!r}")
+
+
+def kept_share(n: int, fraction: float, labels: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of the ``fraction`` of ``range(n)`` a run keeps (``train_fraction``): ``round(fraction * n)``
+    of them, at least one, drawn with ``seed`` (stratified by ``labels`` where every class can keep one); all of them
+    when ``fraction`` is 1. The same seed keeps the same items, so runs compared on a cut see the same cut."""
+    check_train_fraction(fraction)
+    keep = max(1, round(fraction * n))
+    if keep >= n:
+        return np.arange(n)
+    if labels is not None:
+        kept, _ = held_out_split(labels, n - keep, seed)
+        return kept
+    return np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
 
 
 def pair(v: int | Sequence[int], name: str) -> tuple[int, int]:

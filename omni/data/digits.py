@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
 from omni.data.augment import AugmentCollate, ImageAugment
-from omni.data.base import Split, check_fraction
+from omni.data.base import Split, check_fraction, check_train_fraction, kept_share
 from omni.data.images import ImageDataModule, resolve_augment
 
 __all__ = ["DIGITS_RECIPE", "DigitsDataModule", "digits_splits"]
@@ -83,6 +83,7 @@ class DigitsDataModule(ImageDataModule):
         augment: bool | ImageAugment = True,
         num_workers: int = 0,
         split_seed: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -93,10 +94,14 @@ class DigitsDataModule(ImageDataModule):
                 strength); training batches only.
             num_workers: DataLoader worker processes; 0 loads in the main process, which is fastest for 8×8 images.
             split_seed: seed of the fixed 80/20 train/test split; keep it fixed to compare runs.
+            train_fraction: keep this share of the training images (stratified, drawn with ``split_seed``: the same
+                cut in every run); validation and test are untouched.
         """
         super().__init__(batch_size, num_workers)
         check_fraction("val_fraction", val_fraction)
         self.val_fraction, self.seed, self.split_seed = val_fraction, seed, split_seed
+        check_train_fraction(train_fraction)
+        self.train_fraction = train_fraction
         self.augment = resolve_augment(augment, DIGITS_RECIPE)
         self.class_names = [str(d) for d in range(10)]
         self.mean: float | None = None
@@ -110,6 +115,9 @@ class DigitsDataModule(ImageDataModule):
         if self.train_set is not None:
             return
         raw = self.splits()
+        x, y = raw["train"]
+        kept = kept_share(len(y), self.train_fraction, labels=y, seed=self.split_seed)
+        raw["train"] = (x[kept], y[kept])
         train_x = raw["train"][0] / DIGITS_MAX
         self.mean, self.std = float(train_x.mean()), float(train_x.std())
 

@@ -9,7 +9,7 @@ observations that an action was taken from, so every array of an episode has T r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,21 @@ class Episodes:
                 raise ValueError(f"{self.source}: episode {i}: observations: expected finite numbers, got NaN or inf")
         if self.discrete and (self.num_actions is None or self.num_actions < 1):
             raise ValueError(f"{self.source}: num_actions: expected a positive int for discrete actions, got none")
+
+    def select(self, indices: np.ndarray | list[int]) -> Episodes:
+        """These episodes at ``indices`` (in that order), with the same metadata."""
+        idx = [int(i) for i in indices]
+        if any(not 0 <= i < len(self) for i in idx):
+            raise ValueError(f"{self.source}: episode indices: expected 0..{len(self) - 1}, got {idx}")
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        return replace(
+            self,
+            observations=pick(self.observations),
+            actions=pick(self.actions),
+            rewards=pick(self.rewards),
+            terminations=pick(self.terminations),
+            truncations=pick(self.truncations),
+        )
 
     # ------------------------------------------------------------------ sizes and statistics
     def __len__(self) -> int:

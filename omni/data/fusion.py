@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from omni.data.base import OmniDataModule, Split
+from omni.data.base import OmniDataModule, Split, check_train_fraction, kept_share
 from omni.data.fusion_scene import CLASSES, CONDITIONS
 from omni.data.fusion_sim import SHARD_FIELDS
 from omni.data.resume import SkipOnResume
@@ -161,6 +161,7 @@ class FusionDataModule(OmniDataModule):
         test_shards: int = 1,
         conditions: list[str] | None = None,
         num_workers: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -170,6 +171,8 @@ class FusionDataModule(OmniDataModule):
             test_shards: the last shards, held out for testing.
             conditions: keep only these conditions (of ``clear``, ``fog``, ``night``, ``rain``); None = all.
             num_workers: DataLoader worker processes.
+            train_fraction: keep this share of each training shard's scenes (after ``conditions``; drawn with a
+                fixed seed: the same cut in every run). Validation and test are untouched.
         """
         super().__init__(batch_size, num_workers)
         unknown = sorted(set(conditions or []) - set(CONDITIONS))
@@ -179,6 +182,8 @@ class FusionDataModule(OmniDataModule):
             raise ValueError(f"val_shards, test_shards: expected >= 1, got {val_shards}, {test_shards}")
         self.root, self.val_shards, self.test_shards = Path(root), val_shards, test_shards
         self.conditions = conditions
+        check_train_fraction(train_fraction)
+        self.train_fraction = train_fraction
         self.groups: dict[Split, list[list[int]]] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -212,6 +217,8 @@ class FusionDataModule(OmniDataModule):
                 else:
                     with np.load(self.root / shards[k]) as z:  # the one small field, not the images
                         js = [j for j, c in enumerate(z["condition"].tolist()) if c in keep]
+                if split == "train" and self.train_fraction < 1.0:
+                    js = [js[i] for i in kept_share(len(js), self.train_fraction, seed=k)]
                 groups.append(list(range(len(rows), len(rows) + len(js))))
                 rows.extend((k, j) for j in js)
             self.groups[split] = groups

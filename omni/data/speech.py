@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from omni.choices import check_choice
-from omni.data.base import OmniDataModule
+from omni.data.base import OmniDataModule, check_train_fraction, kept_share
 from omni.data.buckets import BatchOf, DurationBucketSampler
 from omni.data.text import BLANK, BOS, EOS, PAD, CharVocab, SubwordVocab, Vocab, normalize_text
 from omni.data.whisper_vocab import WhisperVocab
@@ -210,6 +210,7 @@ class SpeechDataModule(OmniDataModule):
         speed_perturb: list[float] | None = [0.9, 1.0, 1.1],  # noqa: B006 (LightningCLI shows it; never mutated)
         num_workers: int = 0,
         seed: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -227,6 +228,8 @@ class SpeechDataModule(OmniDataModule):
                 change together); None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.
             seed: seed of the batch order (with the epoch) and of nothing else.
+            train_fraction: keep this share of the training utterances (after ``max_duration``), drawn with a fixed
+                seed: the same cut in every run. Validation and test are untouched.
         """
         super().__init__(1 if batch_size is None else batch_size, num_workers)  # checks both
         check_choice("vocab", vocab, VocabKind)
@@ -238,6 +241,8 @@ class SpeechDataModule(OmniDataModule):
             raise ValueError(f"max_duration: expected a positive number of seconds or None, got {max_duration!r}")
         if speed_perturb and not all(isinstance(s, int | float) and 0 < s < math.inf for s in speed_perturb):
             raise ValueError(f"speed_perturb: expected positive speed factors, got {speed_perturb!r}")
+        check_train_fraction(train_fraction)
+        self.train_fraction = train_fraction
         DurationBucketSampler([1.0], max_batch_seconds, num_buckets, batch_size, num_replicas=1, rank=0)  # checks
         self.vocab_kind, self.subword_size, self.sample_rate, self.seed = vocab, subword_size, sample_rate, seed
         self.max_batch_seconds, self.num_buckets, self.batch_size = max_batch_seconds, num_buckets, batch_size
@@ -277,7 +282,8 @@ class SpeechDataModule(OmniDataModule):
     def _train_list(self) -> list[Utterance]:
         if self._train_utts is None:
             utts = self.utterances("train")
-            self._train_utts = [u for u in utts if self.max_duration is None or u.duration <= self.max_duration]
+            utts = [u for u in utts if self.max_duration is None or u.duration <= self.max_duration]
+            self._train_utts = [utts[i] for i in kept_share(len(utts), self.train_fraction)]
         return self._train_utts
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -344,6 +350,7 @@ class ManifestDataModule(SpeechDataModule):
         speed_perturb: list[float] | None = [0.9, 1.0, 1.1],  # noqa: B006
         num_workers: int = 0,
         seed: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -361,6 +368,7 @@ class ManifestDataModule(SpeechDataModule):
             speed_perturb: speed factors for training audio; None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.
             seed: seed of the batch order (with the epoch).
+            train_fraction: keep this share of the training utterances (the same cut in every run).
         """
         super().__init__(
             vocab=vocab,
@@ -373,6 +381,7 @@ class ManifestDataModule(SpeechDataModule):
             speed_perturb=speed_perturb,
             num_workers=num_workers,
             seed=seed,
+            train_fraction=train_fraction,
         )
         self.manifests: dict[SpeechSplit, str | None] = {
             "train": train_manifest,

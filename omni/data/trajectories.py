@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from omni.data.base import OmniDataModule, Split
+from omni.data.base import OmniDataModule, Split, check_train_fraction, kept_share
 from omni.data.episodes import Episodes
 from omni.data.resume import SkipOnResume
 
@@ -170,6 +170,7 @@ class TrajectoryDataModule(OmniDataModule):
         env_id: str | None = None,
         seed: int | None = None,
         num_workers: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -188,6 +189,8 @@ class TrajectoryDataModule(OmniDataModule):
             env_id: the Gymnasium id rollouts run in; default the dataset's own.
             seed: seed of the window sampling; default the run's (``seed_everything``).
             num_workers: DataLoader worker processes; 0 samples in the main process.
+            train_fraction: keep this share of the episodes (drawn with a fixed seed: the same cut in every run);
+                windows, state statistics and the validation windows all come from the kept episodes.
         """
         super().__init__(batch_size, num_workers)
         if not isinstance(dataset, Episodes) and not str(dataset).strip():
@@ -203,6 +206,8 @@ class TrajectoryDataModule(OmniDataModule):
         self.context, self.steps_per_epoch, self.val_batches = context, steps_per_epoch, val_batches
         self.reward_scale, self.normalize_states, self.val_episodes = reward_scale, normalize_states, val_episodes
         self._env_id, self.seed = env_id, seed
+        check_train_fraction(train_fraction)
+        self.train_fraction = train_fraction
         self.episodes: Episodes | None = None
         self.windows: Windows | None = None
 
@@ -226,6 +231,8 @@ class TrajectoryDataModule(OmniDataModule):
         if self.windows is not None:
             return
         episodes = self.load()
+        if self.train_fraction < 1.0:
+            episodes = self.episodes = episodes.select(kept_share(len(episodes), self.train_fraction))
         if episodes.discrete and episodes.action_shape != ():
             raise ValueError(f"{episodes.source}: actions: expected (T,) indices for discrete actions, got (T, ...)")
         if self.normalize_states:

@@ -83,3 +83,21 @@ def test_bad_shards_name_the_file_and_field(corpus, tmp_path) -> None:
         load_shard(tmp_path / "small.npz")
     with pytest.raises(ValueError, match="meta.json"):
         FusionDataModule(str(tmp_path)).setup("fit")
+
+
+def test_train_fraction_cuts_each_training_shard_the_same_way_every_time_and_leaves_val_and_test(corpus) -> None:
+    full, cut = (
+        FusionDataModule(str(corpus), batch_size=2),
+        FusionDataModule(str(corpus), batch_size=2, train_fraction=0.4),
+    )
+    full.setup("fit"), cut.setup("fit")
+    assert [len(g) for g in cut.groups["train"]] == [2, 2]  # 40 % of each 5-scene training shard
+    assert set(cut.train_set.rows) < set(full.train_set.rows)
+    again = FusionDataModule(str(corpus), train_fraction=0.4)
+    again.setup("fit")
+    assert again.train_set.rows == cut.train_set.rows
+    served = {int(i) for b in cut.train_dataloader() for i in b["index"]}
+    assert len(served) == 4 and served < set(range(10))
+    assert cut.val_set.rows == full.val_set.rows and cut.test_set.rows == full.test_set.rows
+    with pytest.raises(ValueError, match="train_fraction"):
+        FusionDataModule(str(corpus), train_fraction=0.0)

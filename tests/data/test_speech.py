@@ -247,3 +247,18 @@ def test_a_lightning_fit_and_predict_see_every_utterance(corpus):
     assert train[0] != train[1]  # Lightning set the epoch: a new order
     keys = [k for batch in trainer.predict(model, dm) for k in batch]
     assert sorted(Path(k).name for k in keys) == ["000.wav", "001.flac", "002.wav"]
+
+
+def test_train_fraction_keeps_the_same_share_of_training_utterances_and_every_val_and_test_one(corpus):
+    full, cut = module(corpus), module(corpus, train_fraction=0.3)
+    for dm in (full, cut):
+        dm.setup("fit"), dm.setup("test")
+    kept = [u.audio for u in cut.train_set.utterances]
+    assert len(kept) == 3 and set(kept) < {u.audio for u in full.train_set.utterances}
+    assert [u.audio for u in module(corpus, train_fraction=0.3)._train_list()] == kept  # the same cut
+    keys = {k for b in cut.train_dataloader() for k in b["key"]}
+    assert len(keys) == 3  # the loader serves the kept utterances only
+    for split in ("val_set", "test_set"):
+        assert [u.audio for u in getattr(cut, split).utterances] == [u.audio for u in getattr(full, split).utterances]
+    with pytest.raises(ValueError, match="train_fraction"):
+        module(corpus, train_fraction=0)

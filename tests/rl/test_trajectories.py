@@ -140,3 +140,23 @@ def test_bad_datasets_raise_value_errors_naming_the_file(tmp_path, hopper_episod
         TrajectoryDataModule(dataset=path, context=0)
     with pytest.raises(ValueError, match="reward_scale: expected > 0"):
         TrajectoryDataModule(dataset=path, reward_scale=0.0)
+
+
+def test_train_fraction_keeps_a_fixed_share_of_the_episodes_and_draws_windows_only_from_them() -> None:
+    episodes = labelled([30, 25, 40, 35, 20, 45, 30, 50])
+    dm = module(episodes, train_fraction=0.25, normalize_states=True)
+    kept = sorted(int(o[0, 0]) for o in dm.episodes.observations)
+    assert len(kept) == 2 and kept == sorted(
+        int(o[0, 0]) for o in module(episodes, train_fraction=0.25).episodes.observations
+    )
+    states = np.concatenate([episodes.observations[e] for e in kept]).astype(np.float64)
+    np.testing.assert_allclose(dm.state_mean, states.mean(0), rtol=1e-5)  # statistics of the kept episodes only
+    seen = set()
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        for batch in loader:
+            t = batch["trajectory"]
+            raw = t["states"] * torch.from_numpy(dm.state_std) + torch.from_numpy(dm.state_mean)
+            seen |= {round(float(e)) for e in raw[..., 0][t["mask"]]}
+    assert seen == set(kept)
+    with pytest.raises(ValueError, match="train_fraction"):
+        TrajectoryDataModule.from_episodes(episodes, train_fraction=2.0)
