@@ -3,6 +3,7 @@
     python benchmarks/joint.py                          # joint + each single-task model, seeds 0 1 2 (~1 h a seed)
     python benchmarks/joint.py --seeds 0 --runs joint   # only the joint fit
     python benchmarks/joint.py --runs throughput        # packed rows vs per-task batches (a minute)
+    python benchmarks/joint.py --train-fraction 0.25 --seeds 0 --runs joint single   # transfer: a quarter of the data
     python benchmarks/joint.py --config configs/omni_all.yaml configs/omni_all_tiny.yaml --arg ...   # a smoke run
 
 1. ``joint``: ``omni fit --config configs/omni_all.yaml`` (every task, one shared trunk), tested on its ``last``
@@ -13,7 +14,10 @@
    Same total compute: the joint run makes the sum of the single runs' steps.
 3. Each task's own test metric (accuracy, WER, normalised score, mAP), joint against single: the ratio for a score,
    joint / single error for an error; parameter counts (trunk and total) of the joint model and the four models.
-4. ``throughput``: the same real batches of the packable tasks (images, speech, trajectories) through the shared
+4. ``--train-fraction F``: every task keeps a share F of its training data (its data module's ``train_fraction``: the
+   same seeded cut for the joint and the single runs), at the same steps: does training one trunk on all of them make
+   up for less data of each? Runs are named ``bench_joint_f{F}`` / ``bench_single_{task}_f{F}``.
+5. ``throughput``: the same real batches of the packable tasks (images, speech, trajectories) through the shared
    trunk, forward and backward, side by side: per-task batches padded to their longest, and mixed-task packed rows of
    ``pack_len`` tokens. Real tokens a second, median of ``--repeats``.
 
@@ -29,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,16 @@ def plan(configs: list[str], extra: list[str]) -> dict[str, Any]:
     return {"trunk": trunk, "tasks": tasks, "epochs": int(cfg.trainer.max_epochs), "cfg": cfg}
 
 
+def with_fraction(p: dict[str, Any], extra: list[str], fraction: float) -> list[str]:
+    """Every task of plan ``p`` keeps a share ``fraction`` of its training data: its ref gains the data module's
+    ``train_fraction``; returns ``extra`` with the joint run's tasks replaced by those refs."""
+    p["tasks"] = {
+        n: replace(r, args={**r.args, "data.init_args.train_fraction": fraction}) for n, r in p["tasks"].items()
+    }
+    tasks = json.dumps({n: asdict(r) for n, r in p["tasks"].items()})
+    return [*extra, "--model.init_args.tasks", tasks, "--data.init_args.tasks", tasks]
+
+
 def run(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -80,29 +95,31 @@ def metric_of(ref: TaskRef) -> tuple[str, str]:
     return METRICS[cls]
 
 
-def fit_joint(configs: list[str], extra: list[str], seed: int, runs: Path, env: dict[str, str]) -> dict[str, Any]:
+def fit_joint(
+    configs: list[str], extra: list[str], seed: int, runs: Path, env: dict[str, str], tag: str = ""
+) -> dict[str, Any]:
     args = [a for c in configs for a in ("--config", c)] + extra
     cmd = [omni(), "fit", *args, "--seed_everything", str(seed), "--test_checkpoint", "last",
-           "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", "bench_joint",
+           "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", f"bench_joint{tag}",
            "--trainer.logger.init_args.version", f"seed{seed}", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     wall = run(cmd, env)
-    out = read(runs / "bench_joint" / f"seed{seed}")
-    print(f"joint seed {seed}: {wall:.0f} s (fit {out.get('fit_wall_s')} s)", flush=True)
+    out = read(runs / f"bench_joint{tag}" / f"seed{seed}")
+    print(f"joint{tag} seed {seed}: {wall:.0f} s (fit {out.get('fit_wall_s')} s)", flush=True)
     return {"train_wall_s": round(wall, 1), "fit_wall_s": out.get("fit_wall_s"), "metrics": out["metrics"]}
 
 
-def fit_single(name: str, ref: TaskRef, p: dict[str, Any], seed: int, runs: Path, env: dict[str, str]):
+def fit_single(name: str, ref: TaskRef, p: dict[str, Any], seed: int, runs: Path, env: dict[str, str], tag: str = ""):
     steps = (ref.steps or 0) * p["epochs"]
     if steps < 1:
         raise SystemExit(f"tasks.{name}.steps: the benchmark needs each task's steps per epoch")
     cmd = [omni(), "fit", *member_argv(ref, p["trunk"]), "--seed_everything", str(seed),
            "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
            "--test_checkpoint", "last", "--trainer.logger.init_args.save_dir", str(runs),
-           "--trainer.logger.init_args.name", f"bench_single_{name}", "--trainer.logger.init_args.version",
+           "--trainer.logger.init_args.name", f"bench_single_{name}{tag}", "--trainer.logger.init_args.version",
            f"seed{seed}", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     wall = run(cmd, env)
-    out = read(runs / f"bench_single_{name}" / f"seed{seed}")
-    print(f"single {name} seed {seed}: {steps} steps, {wall:.0f} s", flush=True)
+    out = read(runs / f"bench_single_{name}{tag}" / f"seed{seed}")
+    print(f"single {name}{tag} seed {seed}: {steps} steps, {wall:.0f} s", flush=True)
     return {"steps": steps, "train_wall_s": round(wall, 1), "fit_wall_s": out.get("fit_wall_s"),
             "metrics": out["metrics"]}  # fmt: skip
 
@@ -228,21 +245,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     default=["joint", "single", "throughput"])  # fmt: skip
     ap.add_argument("--batches", type=int, default=4, help="throughput: batches of each task")
     ap.add_argument("--repeats", type=int, default=3, help="throughput: timed repeats (median)")
+    ap.add_argument(
+        "--train-fraction", type=float, default=1.0, help="every task keeps this share of its training data"
+    )
     ap.add_argument("--arg", action="append", default=[], help="an extra `omni fit` argument for the joint config")
     a = ap.parse_args(argv)
     extra = [x for kv in a.arg for x in kv.split("=", 1)]
     p = plan(a.config, extra)
+    tag = ""
+    if a.train_fraction != 1.0:
+        extra, tag = with_fraction(p, extra, a.train_fraction), f"_f{a.train_fraction:g}"
     env = dict(os.environ)
     runs = ROOT / "runs"
-    joint = [fit_joint(a.config, extra, s, runs, env) for s in a.seeds] if "joint" in a.runs else []
+    joint = [fit_joint(a.config, extra, s, runs, env, tag) for s in a.seeds] if "joint" in a.runs else []
     single: dict[str, list[dict]] = {}
     if "single" in a.runs:
         for s in a.seeds:
             for name, ref in p["tasks"].items():
-                single.setdefault(name, []).append(fit_single(name, ref, p, s, runs, env))
+                single.setdefault(name, []).append(fit_single(name, ref, p, s, runs, env, tag))
     result: dict[str, Any] = {
         "config": a.config,
         "seeds": a.seeds,
+        "train_fraction": a.train_fraction,
         "trunk": {k: getattr(p["trunk"], k) for k in ("dim", "depth", "heads", "mlp_ratio")},
         "steps": {n: (r.steps or 0) * p["epochs"] for n, r in p["tasks"].items()},
         "parameters": parameters(p),

@@ -296,3 +296,18 @@ def test_the_throughput_benchmark_times_the_packable_tasks_and_reports_consisten
     assert t["tasks"] == ["digits", "speech", "hopper"]  # fusion runs on its own
     assert 0 < t["padding_efficiency_per_task"] <= 1 and 0 < t["padding_efficiency_packed"] <= 1
     assert t["packed_speedup"] == pytest.approx(t["tokens_per_s_packed"] / t["tokens_per_s_per_task"], rel=1e-2)
+
+
+def test_the_transfer_benchmark_cuts_every_tasks_data_the_same_way_for_the_joint_and_the_single_runs() -> None:
+    from omni.members import member_argv, task_parser
+
+    bench = benchmark()
+    configs = [str(ROOT / "configs/omni_all.yaml")]
+    p = bench.plan(configs, [])
+    extra = bench.with_fraction(p, [], 0.25)
+    joint = bench.plan(configs, extra)  # what the joint `omni fit` parses
+    assert joint["tasks"] == p["tasks"]
+    for name, ref in p["tasks"].items():
+        single = task_parser().parse_args(member_argv(ref, p["trunk"]))
+        assert single.data.init_args.train_fraction == 0.25, name
+        assert ref.steps == bench.plan(configs, [])["tasks"][name].steps  # same steps: only the data is cut
