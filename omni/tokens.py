@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["META", "MetaField", "PackInfo", "Tokens", "pack", "unpack"]
+__all__ = ["META", "MetaField", "PackInfo", "Tokens", "pack", "unpack", "unpack_items"]
 
 
 @dataclass(frozen=True)
@@ -246,26 +246,34 @@ def _join(parts: Sequence[Tokens], dim: int) -> Tokens:
 # ---------------------------------------------------------------------------- packing
 @dataclass(frozen=True)
 class PackInfo:
-    """Where each packed sample went: ``rows[i]``, ``starts[i]``, ``lengths[i]`` for input sample i."""
+    """Where each packed sample went: ``rows[i]``, ``starts[i]``, ``lengths[i]`` for input sample i (the items'
+    batch rows in order, item by item). ``index[k]``: the flat position (row x max_len + slot) of every real token of
+    item k, in row-major order of its ``pad``; ``pads[k]``: that item's (B, N) ``pad``."""
 
     rows: tuple[int, ...]
     starts: tuple[int, ...]
     lengths: tuple[int, ...]
     num_rows: int
     max_len: int
+    index: tuple[Tensor, ...] = field(default=(), compare=False, repr=False)
+    pads: tuple[Tensor, ...] = field(default=(), compare=False, repr=False)
 
 
-def _samples(items: Sequence[Tokens]) -> list[Tokens]:
-    """Split every batch row of every item into one sample of real tokens only."""
-    out: list[Tokens] = []
-    for i, t in enumerate(items):
-        if not isinstance(t, Tokens):
-            raise ValueError(f"pack: items[{i}] expected Tokens, got {type(t).__name__}")
-        for r in range(t.batch_size):
-            keep = t.pad[r].nonzero().squeeze(-1)
-            rows = {name: v[r : r + 1, keep] for name, v in t.meta().items()}
-            out.append(Tokens(x=t.x[r : r + 1, keep], **rows))
-    return out
+def _first_fit(lengths: Sequence[int], max_len: int) -> tuple[list[int], list[int], list[int], int]:
+    """First-fit, longest first: (row, start, number within the row) of every sample, and the number of rows."""
+    free: list[int] = []  # tokens left per row
+    row_of, start_of, nth = [0] * len(lengths), [0] * len(lengths), [0] * len(lengths)
+    placed: list[int] = []  # samples per row so far
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        row = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+        if row is None:
+            free.append(max_len)
+            placed.append(0)
+            row = len(free) - 1
+        row_of[i], start_of[i], nth[i] = row, max_len - free[row], placed[row]
+        free[row] -= lengths[i]
+        placed[row] += 1
+    return row_of, start_of, nth, len(free)
 
 
 def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
@@ -273,40 +281,82 @@ def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
 
     Every batch row of every item is one sample; its padded tokens are dropped. Samples keep their own positions,
     groups and embeddings (so positions restart per sample); ``sample`` numbers them within their row, and the
-    always-applied sample boundary in ``omni.attention.masks`` keeps them from attending each other.
+    always-applied sample boundary in ``omni.attention.masks`` keeps them from attending each other. Coordinates of
+    narrower modalities are zero-padded to the widest P. The tokens move in one scatter per field (no per-sample
+    slices: the backward pass is one gather).
 
     Returns:
         the packed Tokens (R, max_len, D), unused slots padded, and the ``PackInfo`` that ``unpack`` needs.
     """
-    samples = _samples(items)
-    if not samples:
+    for i, t in enumerate(items):
+        if not isinstance(t, Tokens):
+            raise ValueError(f"pack: items[{i}] expected Tokens, got {type(t).__name__}")
+    counts = [t.pad.sum(1) for t in items]  # (B_k,) real tokens per sample
+    lengths: list[int] = torch.cat(counts).tolist() if items else []
+    if not lengths:
         raise ValueError("pack: expected at least one sample, got none")
-    lengths = [s.num_tokens for s in samples]
     too_long = [(i, n) for i, n in enumerate(lengths) if n > max_len]
     if too_long:
         i, n = too_long[0]
         raise ValueError(f"pack: expected samples of at most max_len={max_len} tokens, got sample {i} with {n}")
-    free: list[int] = []  # tokens left per row
-    row_of, start_of = [0] * len(samples), [0] * len(samples)
-    for i in sorted(range(len(samples)), key=lambda j: -lengths[j]):
-        row = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
-        if row is None:
-            free.append(max_len)
-            row = len(free) - 1
-        row_of[i], start_of[i] = row, max_len - free[row]
-        free[row] -= lengths[i]
-    rows: list[list[Tokens]] = [[] for _ in free]
-    for i in sorted(range(len(samples)), key=lambda j: (row_of[j], start_of[j])):
-        s = samples[i]
-        rows[row_of[i]].append(s.replace(sample=torch.full_like(s.sample, len(rows[row_of[i]]))))
-    packed = [Tokens.cat(parts).pad_to(max_len) for parts in rows]
-    batch = Tokens.stack(packed)  # rows of different coordinate widths are padded to the widest
-    info = PackInfo(tuple(row_of), tuple(start_of), tuple(lengths), len(rows), max_len)
-    return batch, info
+    row_of, start_of, nth, num_rows = _first_fit(lengths, max_len)
+    device = items[0].x.device
+    index, numbers, first = [], [], 0
+    for t in items:
+        b = t.batch_size
+        base = torch.tensor([row_of[j] * max_len + start_of[j] for j in range(first, first + b)], device=device)
+        slot = t.pad.long().cumsum(1) - 1  # (B, N) a real token's place among its sample's real tokens
+        index.append((base[:, None] + slot)[t.pad])  # (T_k,)
+        nums = torch.tensor(nth[first : first + b], device=device)
+        numbers.append(nums[:, None].expand(b, t.num_tokens)[t.pad])
+        first += b
+    where = torch.cat(index)  # (T,) flat destination of every real token
+    size = num_rows * max_len
+
+    def scatter(values: list[Tensor], fill: float | bool, dtype: torch.dtype) -> Tensor:
+        flat = torch.cat(values).to(dtype)  # (T, ...)
+        out = flat.new_full((size, *flat.shape[1:]), fill)
+        return out.index_copy(0, where, flat).unflatten(0, (num_rows, max_len))
+
+    dtype = functools.reduce(torch.promote_types, [t.x.dtype for t in items])
+    out = {"x": scatter([t.x[t.pad] for t in items], 0.0, dtype)}
+    for f in META:
+        values = [getattr(t, f.name)[t.pad] for t in items]
+        if f.name == "sample":
+            values = numbers
+        if f.trailing:
+            wide = max(v.shape[-1] for v in values)
+            values = [F.pad(v, (0, wide - v.shape[-1]), value=f.pad_value) for v in values]
+        kind = functools.reduce(torch.promote_types, [v.dtype for v in values]) if f.kind == "float" else f.dtype
+        out[f.name] = scatter(values, f.pad_value, kind)
+    info = PackInfo(
+        tuple(row_of), tuple(start_of), tuple(lengths), num_rows, max_len, tuple(index), tuple(t.pad for t in items)
+    )
+    return Tokens(**out), info
 
 
 def unpack(x: Tensor, info: PackInfo) -> list[Tensor]:
     """Give each packed sample its outputs back: (R, max_len, ...) -> [ (n_i, ...) for each input sample ]."""
+    _check_packed(x, info)
+    return [x[r, s : s + n] for r, s, n in zip(info.rows, info.starts, info.lengths, strict=True)]
+
+
+def unpack_items(x: Tensor, info: PackInfo) -> list[Tensor]:
+    """Give each packed item its outputs back in its own layout: (R, max_len, ...) -> [(B_k, N_k, ...) per item],
+    padded tokens 0. One gather and one scatter per item."""
+    _check_packed(x, info)
+    if len(info.index) != len(info.pads):
+        raise ValueError("unpack_items: expected the PackInfo that pack returned, got one without token indices")
+    flat = x.flatten(0, 1)  # (R * max_len, ...)
+    out = []
+    for where, pad in zip(info.index, info.pads, strict=True):
+        real = flat.index_select(0, where)  # (T_k, ...)
+        dest = pad.flatten().nonzero().squeeze(-1)
+        full = real.new_zeros((pad.numel(), *real.shape[1:])).index_copy(0, dest, real)
+        out.append(full.unflatten(0, tuple(pad.shape)))
+    return out
+
+
+def _check_packed(x: Tensor, info: PackInfo) -> None:
     if x.shape[:2] != (info.num_rows, info.max_len):
         raise ValueError(f"unpack: expected x of shape ({info.num_rows}, {info.max_len}, ...), got {tuple(x.shape)}")
-    return [x[r, s : s + n] for r, s, n in zip(info.rows, info.starts, info.lengths, strict=True)]

@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omni.model import OmniModel
 from omni.tokenizers import ImagePatchTokenizer, MelSpectrogramTokenizer, SensorTokenizer
-from omni.tokens import Tokens, pack, unpack
+from omni.tokens import META, Tokens, pack, unpack, unpack_items
 from omni.transformer import TransformerConfig
 
 D = 32
@@ -99,3 +101,73 @@ def test_schedule_layers_get_their_own_masks_and_paths_agree():
         TransformerConfig(dim=8, depth=2, heads=2, masks=["lokal"])
     with pytest.raises(ValueError, match="TransformerConfig.mask_defs.a"):
         TransformerConfig(dim=8, depth=2, heads=2, masks=["a"], mask_defs={"a": "local(r=1)"})
+
+
+def reference_pack(items: list[Tokens], max_len: int) -> Tokens:
+    """Packing the slow, obvious way: every sample's real tokens cut out one by one, placed first-fit longest first,
+    numbered within their row, rows padded and stacked."""
+    samples = []
+    for t in items:
+        for r in range(t.batch_size):
+            keep = t.pad[r]
+            samples.append(Tokens(x=t.x[r : r + 1, keep], **{k: v[r : r + 1, keep] for k, v in t.meta().items()}))
+    free: list[int] = []
+    rows: list[list[Tokens]] = []
+    for i in sorted(range(len(samples)), key=lambda j: -samples[j].num_tokens):
+        n = samples[i].num_tokens
+        row = next((r for r, room in enumerate(free) if room >= n), None)
+        if row is None:
+            free.append(max_len), rows.append([])
+            row = len(free) - 1
+        free[row] -= n
+        rows[row].append(samples[i].replace(sample=torch.full_like(samples[i].sample, len(rows[row]))))
+    return Tokens.stack([Tokens.cat(parts).pad_to(max_len) for parts in rows])
+
+
+@st.composite
+def token_items(draw) -> list[Tokens]:
+    """1-3 items of 1-4 rows, 1-9 tokens, random padding, coordinate widths 1-3, float32 or float64 embeddings."""
+    items = []
+    for k in range(draw(st.integers(1, 3))):
+        b, n, p = draw(st.integers(1, 4)), draw(st.integers(1, 9)), draw(st.integers(1, 3))
+        g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+        pad = torch.rand(b, n, generator=g) < draw(st.floats(0.3, 1.0))
+        dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+        items.append(Tokens.create(
+            torch.randn(b, n, 5, generator=g, dtype=dtype), modality=k, pos=torch.rand(b, n, p, generator=g),
+            pad=pad, group=torch.randint(0, 4, (b, n), generator=g),
+            is_global=torch.rand(b, n, generator=g) < 0.2,
+        ))  # fmt: skip
+    return items
+
+
+@settings(max_examples=80, deadline=None)
+@given(items=token_items(), extra=st.integers(0, 12))
+def test_pack_puts_every_field_where_the_per_sample_reference_does_and_unpack_items_returns_each_items_layout(
+    items, extra
+):
+    max_len = max(1, max(int(t.pad.sum(1).max()) for t in items) + extra)
+    packed, info = pack(items, max_len)
+    want = reference_pack(items, max_len)
+    assert packed.x.dtype == want.x.dtype and packed.x.shape == want.x.shape
+    torch.testing.assert_close(packed.x, want.x, rtol=0, atol=0)
+    for f in META:
+        torch.testing.assert_close(getattr(packed, f.name), getattr(want, f.name), rtol=0, atol=0)
+    back = unpack_items(packed.x, info)
+    for t, x in zip(items, back, strict=True):
+        torch.testing.assert_close(x, torch.where(t.pad[..., None], t.x, 0).to(x.dtype), rtol=0, atol=0)
+    per_sample = unpack(packed.x, info)  # the same samples, one by one, in the items' order
+    assert torch.cat(per_sample).shape[0] == sum(int(t.pad.sum()) for t in items)
+
+
+def test_gradients_flow_through_pack_and_unpack_items_to_every_real_token_and_no_padded_one():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 6, 4, generator=g, requires_grad=True)
+    b = torch.randn(2, 4, 4, generator=g, requires_grad=True)
+    pads = [torch.rand(3, 6, generator=g) < 0.7, torch.rand(2, 4, generator=g) < 0.7]
+    items = [Tokens.create(a, pad=pads[0]), Tokens.create(b, pad=pads[1], modality=1)]
+    packed, info = pack(items, max_len=8)
+    out = unpack_items(packed.x * 2.0, info)
+    (out[0].sum() + 3.0 * out[1].sum()).backward()
+    torch.testing.assert_close(a.grad, 2.0 * pads[0][..., None].float().expand_as(a))
+    torch.testing.assert_close(b.grad, 6.0 * pads[1][..., None].float().expand_as(b))

@@ -38,7 +38,7 @@ from omni.attention import masks as mask_lib
 from omni.attention.plans import BUCKET, PlanCache, choose_path
 from omni.choices import check_choice
 from omni.members import Batching, MemberCallback, TaskRef, as_refs, attach, load_task
-from omni.tokens import Tokens, pack, unpack
+from omni.tokens import Tokens, pack, unpack_items
 from omni.training import (
     ClipsByConfig,
     OmniTask,
@@ -243,14 +243,10 @@ class JointTask(ClipsByConfig):
                 built[m] = self.plans.get(m, rows, path)
             plans.append(built[m])
         y = self.trunk(rows.x, plans)[:, : self.pack_len]
-        per_sample = unpack(y, info)  # in the order pack took them: task by task, row by row
+        mixed = unpack_items(y, info)  # per task (B, N, D) in its own layout; padded tokens 0
         out: dict[str, dict[str, Any]] = {}
-        done = 0
-        for name, (tokens, spans) in parts.items():
-            mixed = tokens.x.new_zeros(tokens.x.shape)  # (B, N, D); padded tokens stay 0
-            mixed[tokens.pad] = torch.cat(per_sample[done : done + tokens.batch_size])  # real tokens, row-major
-            done += tokens.batch_size
-            out[name] = self.members[name].outputs_from(tokens.replace(x=mixed), spans, inputs[name])
+        for (name, (tokens, spans)), x in zip(parts.items(), mixed, strict=True):
+            out[name] = self.members[name].outputs_from(tokens.replace(x=x.to(tokens.x.dtype)), spans, inputs[name])
         return out
 
     # ------------------------------------------------------------------ the loop
