@@ -19,7 +19,9 @@
    up for less data of each? Runs are named ``bench_joint_f{F}`` / ``bench_single_{task}_f{F}``.
 5. ``throughput``: the same real batches of the packable tasks (images, speech, trajectories) through the shared
    trunk, forward and backward, side by side: per-task batches padded to their longest, and mixed-task packed rows of
-   ``pack_len`` tokens. Real tokens a second, median of ``--repeats``.
+   ``pack_len`` tokens (``--pack-len``). Real tokens a second, median of ``--repeats``, on two draws of the batches:
+   ``bucketed`` (the data modules' own: speech in duration buckets, little padding) and ``random`` (one bucket: every
+   batch padded to its longest, as a loader without duration buckets makes them).
 
 Prints one JSON object last and appends it to ``benchmarks/results/joint.jsonl`` (not for a config named tiny).
 """
@@ -162,79 +164,90 @@ def parameters(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def throughput(p: dict[str, Any], batches: int, repeats: int) -> dict[str, Any]:
-    """Real tokens a second through the shared trunk (forward + backward of each task's loss), per-task padded
-    batches against packed mixed-task rows, on the same real batches."""
+def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | None = None) -> dict[str, Any]:
+    """Real tokens a second through the shared trunk (forward + backward of each task's loss): per-task batches
+    padded to their longest against packed mixed-task rows of the same samples, side by side in one run, on two
+    draws of the same training data: the data modules' own batches (speech in duration buckets) and random batches
+    (one bucket: each batch padded to its longest, as a loader without bucketing makes them)."""
     from omni.data.joint import JointDataModule
     from omni.tasks.joint import JointTask
+    from omni.tokens import pack
 
-    joint = JointTask(p["tasks"], p["trunk"], batching="packed", pack_len=int(p["cfg"].model.init_args.pack_len))
+    pack_len = pack_len or int(p["cfg"].model.init_args.pack_len)
+    joint = JointTask(p["tasks"], p["trunk"], batching="packed", pack_len=pack_len)
     names = [n for n, m in joint.members.items() if m.packable]
     dm = JointDataModule({n: p["tasks"][n] for n in names})
     dm.setup("fit")
     for sub in joint.members.values():
         sub.log = lambda *a, **k: None  # no trainer: nothing to log to
-    data = {n: [] for n in names}
-    for n in names:
-        it = iter(dm.members[n].train_dataloader())
-        data[n] = [next(it) for _ in range(batches)]
-    joint.train()
-    real = padded = 0
-    for n in names:
-        for b in data[n]:
-            tokens, _ = joint.members[n].trunk_inputs(joint.members[n].model_inputs(b))
-            real += int(tokens.pad.sum())
-            padded += tokens.pad.numel()
 
-    def per_task() -> None:
+    def draw(bucketed: bool) -> dict[str, list[Any]]:
+        out = {}
+        for n in names:
+            member = dm.members[n]
+            buckets = getattr(member, "num_buckets", None)
+            if buckets is not None and not bucketed:
+                member.num_buckets = 1
+            it = iter(member.train_dataloader())
+            out[n] = [next(it) for _ in range(batches)]
+            if buckets is not None:
+                member.num_buckets = buckets
+        return out
+
+    def tokens_of(data: dict[str, list[Any]]) -> tuple[int, int, int]:
+        """Real tokens, per-task padded slots, packed rows."""
+        real = padded = rows = 0
         for i in range(batches):
-            total = None
+            toks = [joint.members[n].trunk_inputs(joint.members[n].model_inputs(data[n][i]))[0] for n in names]
+            real += sum(int(t.pad.sum()) for t in toks)
+            padded += sum(t.pad.numel() for t in toks)
+            rows += pack(toks, joint.pack_len)[1].num_rows
+        return real, padded, rows
+
+    def loss_of(n: str, out: Any, b: Any) -> Any:
+        out = joint.members[n].loss(out, b, "train")
+        return out["loss"] if isinstance(out, dict) else out
+
+    def per_task(data: dict[str, list[Any]]) -> None:
+        for i in range(batches):
+            total = 0
             for n in names:
                 sub, b = joint.members[n], data[n][i]
-                out = sub.loss(sub(sub.model_inputs(b)), b, "train")
-                part = out["loss"] if isinstance(out, dict) else out
-                total = part if total is None else total + part
+                total = total + loss_of(n, sub(sub.model_inputs(b)), b)
             total.backward()
             joint.zero_grad(set_to_none=True)
 
-    rows = 0
-
-    def packed() -> None:
-        nonlocal rows
+    def packed(data: dict[str, list[Any]]) -> None:
         for i in range(batches):
             inputs = {n: joint.members[n].model_inputs(data[n][i]) for n in names}
             outs = joint.forward_packed(inputs)
-            total = None
+            total = 0
             for n in names:
-                out = joint.members[n].loss(outs[n], data[n][i], "train")
-                part = out["loss"] if isinstance(out, dict) else out
-                total = part if total is None else total + part
+                total = total + loss_of(n, outs[n], data[n][i])
             total.backward()
             joint.zero_grad(set_to_none=True)
 
-    from omni.tokens import pack
-
-    for i in range(batches):
-        toks = [joint.members[n].trunk_inputs(joint.members[n].model_inputs(data[n][i]))[0] for n in names]
-        rows += pack(toks, joint.pack_len)[1].num_rows
-    per_task(), packed()  # warm-up: mask plans, allocator
-    times: dict[str, list[float]] = {"per_task": [], "packed": []}
-    for _ in range(repeats):
-        for mode, fn in (("per_task", per_task), ("packed", packed)):
-            t0 = time.perf_counter()
-            fn()
-            times[mode].append(time.perf_counter() - t0)
-    tps = {mode: real / statistics.median(ts) for mode, ts in times.items()}
-    return {
-        "tasks": names,
-        "batches_per_task": batches,
-        "real_tokens": real,
-        "padding_efficiency_per_task": round(real / padded, 3),
-        "padding_efficiency_packed": round(real / (rows * joint.pack_len), 3),
-        "tokens_per_s_per_task": round(tps["per_task"], 1),
-        "tokens_per_s_packed": round(tps["packed"], 1),
-        "packed_speedup": round(tps["packed"] / tps["per_task"], 3),
-    }
+    joint.train()
+    result: dict[str, Any] = {"tasks": names, "batches_per_task": batches, "pack_len": joint.pack_len}
+    for label, data in (("bucketed", draw(True)), ("random", draw(False))):
+        real, padded, rows = tokens_of(data)
+        per_task(data), packed(data)  # warm-up: mask plans, allocator
+        times: dict[str, list[float]] = {"per_task": [], "packed": []}
+        for _ in range(repeats):
+            for mode, fn in (("per_task", per_task), ("packed", packed)):
+                t0 = time.perf_counter()
+                fn(data)
+                times[mode].append(time.perf_counter() - t0)
+        tps = {mode: real / statistics.median(ts) for mode, ts in times.items()}
+        result[label] = {
+            "real_tokens": real,
+            "padding_efficiency_per_task": round(real / padded, 3),
+            "padding_efficiency_packed": round(real / (rows * joint.pack_len), 3),
+            "tokens_per_s_per_task": round(tps["per_task"], 1),
+            "tokens_per_s_packed": round(tps["packed"], 1),
+            "packed_speedup": round(tps["packed"] / tps["per_task"], 3),
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -245,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     default=["joint", "single", "throughput"])  # fmt: skip
     ap.add_argument("--batches", type=int, default=4, help="throughput: batches of each task")
     ap.add_argument("--repeats", type=int, default=3, help="throughput: timed repeats (median)")
+    ap.add_argument("--pack-len", type=int, default=None, help="throughput: tokens per packed row (default: config's)")
     ap.add_argument(
         "--train-fraction", type=float, default=1.0, help="every task keeps this share of its training data"
     )
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if joint or single:
         result["tasks"] = compare(p, joint, single)
     if "throughput" in a.runs:
-        result["throughput"] = throughput(p, a.batches, a.repeats)
+        result["throughput"] = throughput(p, a.batches, a.repeats, a.pack_len)
     return record("joint", result, save=not any("tiny" in c for c in a.config))
 
 
