@@ -78,12 +78,23 @@ def with_fraction(p: dict[str, Any], extra: list[str], fraction: float) -> list[
     return [*extra, "--model.init_args.tasks", tasks, "--data.init_args.tasks", tasks]
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
+REUSE = False  # --reuse: a run whose directory already holds metrics.json is read, not run again
+
+
+def run(cmd: list[str], env: dict[str, str], out: Path) -> float | None:
+    """Run ``cmd`` (an ``omni fit`` writing to ``out``) and return its wall time, kept in ``out/bench.json``; with
+    ``--reuse`` a finished run (``out/metrics.json``) is not run again and its kept wall time (if any) returned."""
+    if REUSE and (out / "metrics.json").is_file():
+        kept = out / "bench.json"
+        print(f"reusing {out}", flush=True)
+        return json.loads(kept.read_text())["wall_s"] if kept.is_file() else None
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    (out / "bench.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+    return wall
 
 
 def read(run_dir: Path) -> dict[str, Any]:
@@ -104,10 +115,14 @@ def fit_joint(
     cmd = [omni(), "fit", *args, "--seed_everything", str(seed), "--test_checkpoint", "last",
            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.name", f"bench_joint{tag}",
            "--trainer.logger.init_args.version", f"seed{seed}", "--trainer.enable_progress_bar", "false"]  # fmt: skip
-    wall = run(cmd, env)
+    wall = run(cmd, env, runs / f"bench_joint{tag}" / f"seed{seed}")
     out = read(runs / f"bench_joint{tag}" / f"seed{seed}")
-    print(f"joint{tag} seed {seed}: {wall:.0f} s (fit {out.get('fit_wall_s')} s)", flush=True)
-    return {"train_wall_s": round(wall, 1), "fit_wall_s": out.get("fit_wall_s"), "metrics": out["metrics"]}
+    print(f"joint{tag} seed {seed}: {wall} s (fit {out.get('fit_wall_s')} s)", flush=True)
+    return {
+        "train_wall_s": None if wall is None else round(wall, 1),
+        "fit_wall_s": out.get("fit_wall_s"),
+        "metrics": out["metrics"],
+    }
 
 
 def fit_single(name: str, ref: TaskRef, p: dict[str, Any], seed: int, runs: Path, env: dict[str, str], tag: str = ""):
@@ -119,11 +134,11 @@ def fit_single(name: str, ref: TaskRef, p: dict[str, Any], seed: int, runs: Path
            "--test_checkpoint", "last", "--trainer.logger.init_args.save_dir", str(runs),
            "--trainer.logger.init_args.name", f"bench_single_{name}{tag}", "--trainer.logger.init_args.version",
            f"seed{seed}", "--trainer.enable_progress_bar", "false"]  # fmt: skip
-    wall = run(cmd, env)
+    wall = run(cmd, env, runs / f"bench_single_{name}{tag}" / f"seed{seed}")
     out = read(runs / f"bench_single_{name}{tag}" / f"seed{seed}")
-    print(f"single {name}{tag} seed {seed}: {steps} steps, {wall:.0f} s", flush=True)
-    return {"steps": steps, "train_wall_s": round(wall, 1), "fit_wall_s": out.get("fit_wall_s"),
-            "metrics": out["metrics"]}  # fmt: skip
+    print(f"single {name}{tag} seed {seed}: {steps} steps, {wall} s", flush=True)
+    took = None if wall is None else round(wall, 1)
+    return {"steps": steps, "train_wall_s": took, "fit_wall_s": out.get("fit_wall_s"), "metrics": out["metrics"]}
 
 
 def compare(p: dict[str, Any], joint: list[dict], single: dict[str, list[dict]]) -> dict[str, Any]:
@@ -262,8 +277,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--train-fraction", type=float, default=1.0, help="every task keeps this share of its training data"
     )
+    ap.add_argument("--reuse", action="store_true", help="read runs that already finished (metrics.json) instead")
+    ap.add_argument("--note", default=None, help="a remark kept in the JSON row (e.g. that the machine was shared)")
     ap.add_argument("--arg", action="append", default=[], help="an extra `omni fit` argument for the joint config")
     a = ap.parse_args(argv)
+    global REUSE
+    REUSE = a.reuse
     extra = [x for kv in a.arg for x in kv.split("=", 1)]
     p = plan(a.config, extra)
     tag = ""
@@ -281,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": a.config,
         "seeds": a.seeds,
         "train_fraction": a.train_fraction,
+        **({"note": a.note} if a.note else {}),
         "trunk": {k: getattr(p["trunk"], k) for k in ("dim", "depth", "heads", "mlp_ratio")},
         "steps": {n: (r.steps or 0) * p["epochs"] for n, r in p["tasks"].items()},
         "parameters": parameters(p),
