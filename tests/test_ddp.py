@@ -4,7 +4,9 @@ Each task's tiny config is fit with ``--trainer.strategy ddp --trainer.devices 2
 size B per rank (one ``tests/ddp_fits.py`` process pair runs them all, through ``omni fit`` and so through the test
 of a checkpoint after training that used to hang) and in this process at batch size 2B. The samplers deal one
 process's global batch over the ranks by rows, gradients are averaged over the ranks and epoch metrics reduced over
-them, so validation and test metrics and the final weights agree.
+them, so validation and test metrics and the final weights agree. The joint case trains one trunk on four tasks, one
+task a step, the same task on every rank: the idle members' weights take no part in a step's loss, and ``JointTask``
+has DDP look for unused parameters so that it does not refuse them.
 
 The tolerances are not zero because floats are summed in another order (B rows on each rank, then the ranks
 averaged): ~1e-7, which Adam's first steps can amplify where a gradient is near zero. Losses that are a mean over a
@@ -85,7 +87,41 @@ def cases(data: dict[str, Path]) -> dict[str, dict]:
             "batch": 2,
             "atol": 1e-5,
         },
+        "joint": {  # one trunk on digits, spoken digits, a DT and the detector, one task a step; measured 5e-6
+            "args": configs("omni_all"),
+            "batch_args": lambda b: joint_tasks(data, b),
+            "batch": 2,
+            "atol": 5e-5,
+        },
     }
+
+
+def joint_tasks(data: dict[str, Path], batch: int) -> list[str]:
+    """The joint case's members, each as its own case above runs it (no random regulariser, patch stems), at
+    ``batch`` per rank; the same mapping for the model and the data module."""
+    tiny = lambda name, *more: [f"configs/{name}.yaml", f"configs/{name}_tiny.yaml", *map(str, more)]  # noqa: E731
+    size = {"data.init_args.batch_size": batch}
+    tasks = {
+        "digits": {"config": tiny("digits", data["patch_stem"]), "steps": 2,
+                   "args": {**size, "data.init_args.augment": False}},
+        "speech": {"config": tiny("speech_digits"), "steps": 2,
+                   "args": {**size, "data.init_args.num_buckets": 1, "model.init_args.decoder_trunk.dropout": 0.0,
+                            **{f"data.init_args.{s}_manifest": str(data[s]) for s in ("train", "val", "test")}}},
+        "decision": {"config": tiny("dt_cartpole"), "steps": 2,
+                     "args": {**size, "data.init_args.dataset": str(data["rl"])}},
+        "fusion": {"config": tiny("fusion", data["fusion_patch_stem"]), "steps": 2,
+                   "args": {**size, "model.init_args.modality_dropout": 0.0, "model.init_args.match_on": "box",
+                            "data.init_args.root": str(data["fusion"])}},
+    }  # fmt: skip
+    text = json.dumps(tasks)
+    return ["--model.init_args.tasks", text, "--data.init_args.tasks", text]
+
+
+def batch_args(case: dict, batch: int) -> list[str]:
+    """The arguments that set a case's batch size: the data module's, or the joint members' each."""
+    if "batch_args" in case:
+        return case["batch_args"](batch)
+    return ["--data.init_args.batch_size", str(batch)]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +170,7 @@ def ddp_runs(data, tmp_path_factory) -> dict[str, Path]:
     jobs = []
     for name, case in cases(data).items():
         save = ["--trainer.logger.init_args.save_dir", str(out / name)]
-        jobs.append(["fit", *case["args"], *DDP, *QUIET, *save, "--data.init_args.batch_size", str(case["batch"])])
+        jobs.append(["fit", *case["args"], *DDP, *QUIET, *save, *batch_args(case, case["batch"])])
     digits = out / "digits" / "digits_tiny" / "version_0"
     ckpt = str(digits / "checkpoints/last.ckpt")
     jobs.append(["predict", "--config", str(digits / "config.yaml"), "--ckpt_path", ckpt])
@@ -150,7 +186,7 @@ def ddp_runs(data, tmp_path_factory) -> dict[str, Path]:
 def one_process(case: dict, out: Path, monkeypatch) -> Path:
     monkeypatch.setattr(sys, "argv", ["omni"])  # LightningCLI warns when pytest's own arguments are there too
     main(["fit", *case["args"], *QUIET, "--trainer.logger.init_args.save_dir", str(out),
-          "--data.init_args.batch_size", str(2 * case["batch"])])  # fmt: skip
+          *batch_args(case, 2 * case["batch"])])  # fmt: skip
     return run_dir(out)
 
 
@@ -161,7 +197,7 @@ def epoch_metrics(run: Path) -> list[dict[str, float]]:
     return [r for r in rows if r]
 
 
-@pytest.mark.parametrize("name", ["digits", "fusion_toy", "seq2seq", "speech", "decision", "fusion"])
+@pytest.mark.parametrize("name", ["digits", "fusion_toy", "seq2seq", "speech", "decision", "fusion", "joint"])
 def test_two_ddp_processes_train_as_one_at_the_same_global_batch(name, data, ddp_runs, tmp_path, monkeypatch):
     case = cases(data)[name]
     ddp, one = ddp_runs[name], one_process(case, tmp_path, monkeypatch)

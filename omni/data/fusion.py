@@ -6,8 +6,9 @@ epoch while training, and the scenes inside each shard shuffled), and the datase
 memory. Under DDP (W ranks, ``batch_size`` per rank) every rank walks the order one process walks and keeps the
 scenes r, r + W, r + 2W, ... of it (as ``DistributedSampler`` deals), cut to a multiple of W so every rank yields the
 same number: a step's W batches hold exactly the scenes one process at batch size B × W puts in its batch. The ranks
-read the same shard at the same time (each keeps only that one in memory). Set the trainer's
-``use_distributed_sampler: false`` so that Lightning does not shard the scenes a second time.
+read the same shard at the same time (each keeps only that one in memory). The sampler is a ``DistributedSampler``,
+so Lightning keeps it (``use_distributed_sampler`` either way) instead of sharding the scenes a second time; that
+also holds inside a joint run's combined loader.
 
 Batches::
 
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from omni.data.base import OmniDataModule, Split, check_train_fraction, kept_share
 from omni.data.fusion_scene import CLASSES, CONDITIONS
@@ -116,17 +117,19 @@ class FusionScenes(Dataset):
         }
 
 
-class ShardSampler(SkipOnResume, Sampler[int]):
+class ShardSampler(SkipOnResume, DistributedSampler):
     """Dataset positions one shard at a time, shuffled by ``(seed, epoch)`` when ``shuffle`` (shard order and the
     order inside each); this rank's share is every ``world_size``-th position from ``rank``, all shares the same
-    length."""
+    length. A ``DistributedSampler`` so that Lightning keeps it under DDP instead of wrapping it in another."""
 
     def __init__(
         self, groups: list[list[int]], shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
-        self.groups, self.shuffle, self.seed, self.rank, self.world = groups, shuffle, seed, rank, world_size
+        size = sum(len(g) for g in groups)
+        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.groups, self.world = groups, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -225,19 +228,10 @@ class FusionDataModule(OmniDataModule):
             sets[split] = FusionScenes(self.root, shards, rows)
         self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
 
-    def _rank(self) -> tuple[int, int]:
-        rank, world = self.replicas()
-        if world > 1 and getattr(self.trainer._accelerator_connector, "use_distributed_sampler", False):
-            raise ValueError(
-                "trainer.use_distributed_sampler: expected false with FusionDataModule (it deals the scenes over the "
-                "ranks itself), got true"
-            )
-        return rank, world
-
     def _loader(self, ds: Dataset | None, split: Split) -> DataLoader:
         if ds is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} data loader")
-        rank, world = self._rank()
+        rank, world = self.replicas()
         sampler = ShardSampler(self.groups[split], split == "train", torch.initial_seed() % 2**31, rank, world)
         if split == "train":
             self.resume_sampler(sampler, self.batch_size)

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from omni.attention import masks as mask_lib
@@ -171,6 +172,27 @@ class JointTask(ClipsByConfig):
         for name, sub in self.members.items():
             attach(sub, name, self.trainer)
             sub.setup(stage)
+        if stage == "fit":
+            self._let_ddp_skip_idle_members()
+
+    def _let_ddp_skip_idle_members(self) -> None:
+        """Under DDP, a ``per_task`` step trains one member: the others' weights take no part in its loss, which DDP
+        refuses unless it looks for unused parameters. Turned on here, before the strategy wraps the model (every
+        rank runs the same task each step, so an idle member's gradients stay None and AdamW leaves it alone)."""
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy
+        if self.batching != "per_task" or not isinstance(strategy, DDPStrategy):
+            return
+        kwargs = getattr(strategy, "_ddp_kwargs", None)
+        if not isinstance(kwargs, dict):
+            raise ValueError(
+                "trainer.strategy: expected ddp_find_unused_parameters_true for a per_task joint run (each step trains "
+                f"one task's weights), got {type(strategy).__name__} without DDP arguments to set"
+            )
+        if not kwargs.get("find_unused_parameters"):
+            kwargs["find_unused_parameters"] = True
+            rank_zero_info("JointTask: DDP looks for unused parameters (a per_task step trains one task's weights)")
 
     def configure_callbacks(self) -> list[Callback]:
         have = self._trainer is not None and any(isinstance(c, RunArtifacts) for c in self.trainer.callbacks)

@@ -101,3 +101,22 @@ def test_train_fraction_cuts_each_training_shard_the_same_way_every_time_and_lea
     assert cut.val_set.rows == full.val_set.rows and cut.test_set.rows == full.test_set.rows
     with pytest.raises(ValueError, match="train_fraction"):
         FusionDataModule(str(corpus), train_fraction=0.0)
+
+
+def test_lightning_keeps_the_shard_sampler_under_ddp_whatever_use_distributed_sampler_says(corpus) -> None:
+    from lightning import Trainer
+    from lightning.pytorch.trainer.states import RunningStage
+
+    for use in (True, False):
+        trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, use_distributed_sampler=use)
+        dm = FusionDataModule(str(corpus), batch_size=2)
+        dm.trainer = trainer
+        dm.setup("fit")
+        for loader, mode in (
+            (dm.train_dataloader(), RunningStage.TRAINING),
+            (dm.val_dataloader(), RunningStage.VALIDATING),
+        ):
+            assert (loader.sampler.rank, loader.sampler.world) == (0, 2)  # the module dealt the scenes itself
+            kept = trainer._data_connector._prepare_dataloader(loader, shuffle=mode == RunningStage.TRAINING, mode=mode)
+            assert kept.sampler is loader.sampler  # not sharded a second time
+            assert len(kept.sampler) == len(loader.dataset) // 2
