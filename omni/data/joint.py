@@ -30,7 +30,14 @@ __all__ = ["JointDataModule", "TaskSchedule"]
 class TaskSchedule(CombinedLoader):
     """One task's batch a step: ``((name, batch), index, 0)`` from Lightning's point of view (see the module doc)."""
 
-    def __init__(self, loaders: dict[str, Any], steps: dict[str, int | None], seed: int = 0, epoch_of: Any = None):
+    def __init__(
+        self,
+        loaders: dict[str, Any],
+        steps: dict[str, int | None],
+        seed: int = 0,
+        epoch_of: Any = None,
+        limit: int | float = 1.0,
+    ):
         """
         Args:
             loaders: {task name: its training loader}.
@@ -38,20 +45,22 @@ class TaskSchedule(CombinedLoader):
             seed: the schedule's seed; an epoch's order is drawn from (seed, epoch).
             epoch_of: () -> the current epoch (the trainer's, so a resumed run draws the same orders); default: the
                 number of epochs this schedule has started.
+            limit: the trainer's ``limit_train_batches``: an int caps every task's batches per epoch, a fraction
+                scales them (at least one batch each). Lightning's own per-loader ``limits`` are not used: it sets
+                them to each loader's length, and a task's ``steps`` may be more than that (its loader starts over).
         """
         super().__init__(loaders, "max_size_cycle")
         self.names = list(loaders)
         self.steps, self.seed = dict(steps), seed
-        self.epoch_of = epoch_of
+        self.epoch_of, self.limit = epoch_of, limit
         self._started = 0
         self._iters: dict[str, Iterator[Any] | None] = {}
 
     def counts(self) -> dict[str, int]:
-        """{task name: its batches this epoch}: ``steps`` (or its loader's length), capped by Lightning's limits."""
+        """{task name: its batches this epoch}: ``steps`` (or its loader's length), under ``limit``."""
         loaders = dict(zip(self.names, self.flattened, strict=True))
-        limits = self.limits or [float("inf")] * len(self.names)
         out = {}
-        for (name, loader), limit in zip(loaders.items(), limits, strict=True):
+        for name, loader in loaders.items():
             n = self.steps.get(name)
             if n is None:
                 try:
@@ -60,7 +69,10 @@ class TaskSchedule(CombinedLoader):
                     raise ValueError(
                         f"tasks.{name}.steps: expected a number (its loader has no length), got null"
                     ) from None
-            out[name] = int(min(n, limit))
+            if isinstance(self.limit, int) and not isinstance(self.limit, bool):
+                out[name] = min(int(n), self.limit)
+            else:
+                out[name] = max(1, int(n * float(self.limit))) if self.limit > 0 else 0
         return out
 
     def order(self, epoch: int) -> list[str]:
@@ -148,7 +160,8 @@ class JointDataModule(L.LightningDataModule):
         loaders = {name: dm.train_dataloader() for name, dm in self.members.items()}
         if self.batching == "packed":
             return CombinedLoader(loaders, "max_size_cycle")
-        return TaskSchedule(loaders, self.steps, seed=self.seed, epoch_of=self._epoch)
+        limit = self.trainer.limit_train_batches if self.trainer is not None else 1.0
+        return TaskSchedule(loaders, self.steps, seed=self.seed, epoch_of=self._epoch, limit=limit)
 
     def _eval(self, kind: str) -> list[Any]:
         names, loaders = [], []

@@ -173,8 +173,14 @@ def test_the_schedule_runs_each_task_its_steps_in_a_seeded_order_and_loaders_go_
     again = TaskSchedule(loaders, {"a": 4, "b": None}, seed=3, epoch_of=lambda: 1)
     assert again.order(1) == [n for n, _ in second] and again.order(0) == [n for n, _ in first]
     assert s.order(0) != s.order(1) or s.order(0) != s.order(2)
-    s.limits = [2, 2]  # Lightning's limit_train_batches caps every task
-    assert s.counts() == {"a": 2, "b": 2}
+    s.limits = [10, 3]  # what Lightning sets: each loader's length; a task's steps are not capped by it
+    assert s.counts() == {"a": 4, "b": 3}
+    more = TaskSchedule(loaders, {"a": 20, "b": 5}, seed=0)
+    more.limits = [10, 3]
+    assert more.counts() == {"a": 20, "b": 5} and len(more) == 25  # more steps than batches: loaders start over
+    assert [b for n, b in (item for item, _, _ in more) if n == "b"] == [100, 101, 102, 100, 101]
+    assert TaskSchedule(loaders, {"a": 20, "b": 5}, limit=2).counts() == {"a": 2, "b": 2}  # limit_train_batches=2
+    assert TaskSchedule(loaders, {"a": 20, "b": 5}, limit=0.5).counts() == {"a": 10, "b": 2}  # =0.5
     endless = TaskSchedule({"a": iter(range(3))}, {"a": None})  # no length: its steps must be given
     with pytest.raises(ValueError, match=r"tasks.a.steps: expected a number"):
         endless.counts()
@@ -229,7 +235,8 @@ def fixture_refs(f: dict[str, Path]) -> dict[str, dict]:
 def test_one_fit_trains_every_task_and_writes_each_tasks_metrics_and_artifacts(fixtures, batching, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["omni"])
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(fixtures["rl"]))
-    tasks = json.dumps({n: {**r, "steps": 2} for n, r in fixture_refs(fixtures).items()})
+    # 4 steps of hopper against its loader's 3 batches: a task's steps are not capped by its loader's length
+    tasks = json.dumps({n: {**r, "steps": 4 if n == "hopper" else 2} for n, r in fixture_refs(fixtures).items()})
     save = fixtures["root"] / batching
     omni_main([
         "fit", "--config", str(ROOT / "configs/omni_all.yaml"), "--config", str(ROOT / "configs/omni_all_tiny.yaml"),
@@ -248,6 +255,8 @@ def test_one_fit_trains_every_task_and_writes_each_tasks_metrics_and_artifacts(f
     header = rows[0].split(",")
     assert "train/loss_step" in header and "train/digits/loss_step" in header and "train/fusion/loss_step" in header
     ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    if batching == "per_task":  # every task its steps: 2 + 2 + 4 + 2
+        assert ckpt["global_step"] == 10
     assert {"speech", "hopper"} <= set(ckpt["omni_members"])
     assert "omni_vocab" in ckpt["omni_members"]["speech"] and "omni_rl" in ckpt["omni_members"]["hopper"]
     assert not any("model.trunk." in k for k in ckpt["state_dict"]) and "trunk.norm.weight" in ckpt["state_dict"]
