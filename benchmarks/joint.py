@@ -23,6 +23,10 @@
    ``bucketed`` (the data modules' own: speech in duration buckets, little padding) and ``random`` (one bucket: every
    batch padded to its longest, as a loader without duration buckets makes them).
 
+Every finished run also gets a line in ``benchmarks/results/joint_runs.jsonl`` (its metrics and wall time): run
+directories are not kept from one machine to the next, the ledger is, so ``--reuse`` can put seeds measured at
+different times into one table (``--seeds 0 1 2 --reuse`` runs only what neither ``runs/`` nor the ledger holds).
+
 Prints one JSON object last and appends it to ``benchmarks/results/joint.jsonl`` (not for a config named tiny).
 """
 
@@ -41,7 +45,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import record  # noqa: E402
+from common import machine, record  # noqa: E402
 
 from omni.members import TaskRef, as_refs, member_argv, task_parser  # noqa: E402
 from omni.transformer import TransformerConfig  # noqa: E402
@@ -78,27 +82,62 @@ def with_fraction(p: dict[str, Any], extra: list[str], fraction: float) -> list[
     return [*extra, "--model.init_args.tasks", tasks, "--data.init_args.tasks", tasks]
 
 
-REUSE = False  # --reuse: a run whose directory already holds metrics.json is read, not run again
+REUSE = False  # --reuse: a finished run (its metrics.json, or its line in the ledger) is read, not run again
+# Every finished run's figures, one JSON line each: the run directories (runs/) are not kept between machines, the
+# ledger is, so a later ``--reuse`` can put seeds measured in different sessions into one table.
+NOTE: str | None = None  # --note: kept with each run's ledger line too
+LEDGER = ROOT / "benchmarks" / "results" / "joint_runs.jsonl"
+
+
+def ledger_entry(out: Path) -> dict[str, Any] | None:
+    """The latest ledger line of run ``out`` (``runs/<name>/<version>``), or None."""
+    if not LEDGER.is_file():
+        return None
+    key = (out.parent.name, out.name)
+    found = None
+    for line in LEDGER.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if (row["name"], row["version"]) == key:
+                found = row
+    return found
 
 
 def run(cmd: list[str], env: dict[str, str], out: Path) -> float | None:
-    """Run ``cmd`` (an ``omni fit`` writing to ``out``) and return its wall time, kept in ``out/bench.json``; with
-    ``--reuse`` a finished run (``out/metrics.json``) is not run again and its kept wall time (if any) returned."""
+    """Run ``cmd`` (an ``omni fit`` writing to ``out``) and return its wall time, kept in ``out/bench.json`` and in
+    the ledger; with ``--reuse`` a finished run (``out/metrics.json`` or a ledger line) is not run again and its
+    kept wall time (if any) returned."""
     if REUSE and (out / "metrics.json").is_file():
         kept = out / "bench.json"
         print(f"reusing {out}", flush=True)
         return json.loads(kept.read_text())["wall_s"] if kept.is_file() else None
+    if REUSE and (entry := ledger_entry(out)) is not None:
+        print(f"reusing {out.parent.name}/{out.name} from {LEDGER.name}", flush=True)
+        return entry.get("wall_s")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     wall = time.perf_counter() - t0
     (out / "bench.json").write_text(json.dumps({"wall_s": round(wall, 1)}))
+    done = json.loads((out / "metrics.json").read_text())
+    row = {"name": out.parent.name, "version": out.name, "wall_s": round(wall, 1), "fit_wall_s": done.get("fit_wall_s"),
+           "metrics": done["metrics"], "threads": int(env.get("OMP_NUM_THREADS", 0)) or None,
+           **({"note": NOTE} if NOTE else {}), "machine": machine()}  # fmt: skip
+    LEDGER.parent.mkdir(parents=True, exist_ok=True)
+    with open(LEDGER, "a") as f:
+        f.write(json.dumps(row) + "\n")
     return wall
 
 
 def read(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text())
+    """A finished run's ``metrics.json``, or its ledger line where the directory is gone."""
+    if (run_dir / "metrics.json").is_file():
+        return json.loads((run_dir / "metrics.json").read_text())
+    entry = ledger_entry(run_dir)
+    if entry is None:
+        raise SystemExit(f"{run_dir}: no metrics.json and no line in {LEDGER}")
+    return entry
 
 
 def metric_of(ref: TaskRef) -> tuple[str, str]:
@@ -277,12 +316,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--train-fraction", type=float, default=1.0, help="every task keeps this share of its training data"
     )
-    ap.add_argument("--reuse", action="store_true", help="read runs that already finished (metrics.json) instead")
+    ap.add_argument("--reuse", action="store_true", help="read finished runs (metrics.json or the ledger) instead")
     ap.add_argument("--note", default=None, help="a remark kept in the JSON row (e.g. that the machine was shared)")
     ap.add_argument("--arg", action="append", default=[], help="an extra `omni fit` argument for the joint config")
     a = ap.parse_args(argv)
-    global REUSE
-    REUSE = a.reuse
+    global REUSE, NOTE
+    REUSE, NOTE = a.reuse, a.note
     extra = [x for kv in a.arg for x in kv.split("=", 1)]
     p = plan(a.config, extra)
     tag = ""
