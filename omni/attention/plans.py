@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
 from omni.attention.masks import FLEX_BLOCK, Mask, Side, block_mask, flex_unsupported
 from omni.choices import check_choice
-from omni.tokens import Tokens
+from omni.tokens import PackInfo, Tokens
 
-__all__ = ["BUCKET", "AttentionPath", "Plan", "PlanCache", "SparsePlan", "choose_path", "plan"]
+__all__ = ["BUCKET", "AttentionPath", "Plan", "PlanCache", "SparsePlan", "choose_path", "plan", "segment_plan"]
 
 AttentionPath = Literal["auto", "dense", "flex", "sparse"]
 BUCKET = FLEX_BLOCK  # sequence lengths are rounded up to a multiple of this on the flex path
@@ -224,6 +224,46 @@ def sparse_plan(mask: Mask, tokens: Tokens, block: int | None = None) -> SparseP
         dense_write_index=dense_write_index,
         out_index=out_index,
     )
+
+
+def segment_plan(item_masks: list[Tensor | None], info: PackInfo) -> SparsePlan:
+    """Attention in packed rows computed sample by sample, as variable-length attention kernels do (FlashAttention's
+    ``cu_seqlens``): one ``SparsePlan`` group per packed item, each sample of the item one block whose queries and keys
+    are its own tokens, gathered from the rows into the item's own (B_k, N_k) layout. No query meets another sample's
+    key, so a packed row costs what its samples cost alone, while everything between attentions (projections, MLP,
+    norms) runs on the rows without padding.
+
+    Args:
+        item_masks: per item of ``pack``, its mask in its own layout: (B_k, N_k, N_k) bool (the dense plan of the
+            item's tokens), or None (every real key); padded keys must be masked.
+        info: what ``pack`` returned for those items (``info.index``, ``info.pads``).
+    Returns:
+        a ``SparsePlan`` over the packed (R, max_len) rows, equal to the rows' dense mask restricted to each item's
+        own mask (unused slots of the rows attend nothing that matters: their outputs are never read).
+    """
+    if len(item_masks) != len(info.pads) or len(info.index) != len(info.pads):
+        raise ValueError(
+            f"item_masks: expected one mask per packed item ({len(info.pads)}) and pack's token indices, "
+            f"got {len(item_masks)} masks and {len(info.index)} indices"
+        )
+    n, size = info.max_len, info.num_rows * info.max_len
+    device = info.pads[0].device if info.pads else torch.device("cpu")
+    out_index = torch.zeros(size, dtype=torch.long, device=device)
+    groups: list[BlockGroup] = []
+    slot = 0
+    for k, (mask, where, pad) in enumerate(zip(item_masks, info.index, info.pads, strict=True)):
+        b, nk = pad.shape
+        if mask is not None and tuple(mask.shape) != (b, nk, nk):
+            raise ValueError(f"item_masks[{k}]: expected ({b}, {nk}, {nk}) bool, got {tuple(mask.shape)}")
+        real = pad.reshape(-1).nonzero().squeeze(-1)  # (T_k,) real slots of the item's layout, in pack's order
+        layout = torch.zeros(b * nk, dtype=torch.long, device=device).index_copy(0, real, where)  # pads read token 0
+        write = torch.full((b * nk,), size, dtype=torch.long, device=device).index_copy(0, real, where)
+        allowed = pad.unsqueeze(1).expand(b, nk, nk) if mask is None else mask & pad.unsqueeze(1)
+        groups.append(BlockGroup(layout, layout, allowed, write.view(b, nk)))
+        out_index[where] = slot + real
+        slot += b * nk
+    return SparsePlan(n=n, groups=groups, dense_q_index=None, dense_mask=None, dense_write_index=None,
+                      out_index=out_index)  # fmt: skip
 
 
 def _ordered_indices(select: Tensor, n: int) -> Tensor:

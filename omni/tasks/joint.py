@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from omni.attention import masks as mask_lib
-from omni.attention.plans import BUCKET, PlanCache, choose_path
+from omni.attention.plans import BUCKET, PlanCache, choose_path, segment_plan
 from omni.choices import check_choice
 from omni.members import Batching, MemberCallback, TaskRef, as_refs, attach, load_task
 from omni.tokens import Tokens, pack, unpack_items
@@ -54,7 +54,9 @@ from omni.training import (
 )
 from omni.transformer import Transformer, TransformerConfig
 
-__all__ = ["Batching", "JointTask", "TableView"]
+__all__ = ["Batching", "JointTask", "PackAttention", "TableView"]
+
+PackAttention = Literal["auto", "rows", "segments"]
 
 _EPOCH_HOOKS = (
     "on_train_epoch_start",
@@ -103,6 +105,7 @@ class JointTask(ClipsByConfig):
         batching: Batching = "per_task",
         pack_len: int = 256,
         optim: OptimConfig | None = None,
+        pack_attention: PackAttention = "auto",
     ) -> None:
         """
         Args:
@@ -111,6 +114,11 @@ class JointTask(ClipsByConfig):
             trunk: the shared transformer's sizes; each member keeps its own ``masks`` / ``mask_defs``.
             batching: ``per_task`` (one task a step) or ``packed`` (every task each step, packed rows).
             pack_len: tokens per packed row; the longest sample must fit.
+            pack_attention: how attention runs in packed rows. ``segments``: sample by sample (variable-length
+                attention: each sample's queries meet only its own keys, gathered out of the rows; a row costs what
+                its samples cost alone); ``rows``: the whole row under one mask that keeps samples apart (every
+                (query, key) pair of the row computed, or skipped block by block on the flex path); ``auto``:
+                ``rows`` where the flex path runs (CUDA), else ``segments``.
             optim: the shared trunk's and table's optimizer settings (and the schedule and clipping of all); each
                 member's own parameters keep its config's learning rate and weight decay.
         """
@@ -120,7 +128,8 @@ class JointTask(ClipsByConfig):
         check_choice("batching", batching, Batching)
         if pack_len < 1:
             raise ValueError(f"pack_len: expected a positive number of tokens, got {pack_len}")
-        self.batching, self.pack_len = batching, pack_len
+        check_choice("pack_attention", pack_attention, PackAttention)
+        self.batching, self.pack_len, self.pack_attention = batching, pack_len, pack_attention
         self.optim = optim if optim is not None else OptimConfig()
         cfg = trunk if isinstance(trunk, TransformerConfig) else TransformerConfig.from_dict(trunk)
         self.trunk = Transformer(cfg)
@@ -256,13 +265,17 @@ class JointTask(ClipsByConfig):
         x = rows.x + self.modality_embed(rows.modality).to(rows.x.dtype)
         rows = rows.replace(x=x)
         path = choose_path(self.trunk.config.attention, self.pack_len, x.device, torch.is_grad_enabled())
-        if path == "flex":
+        segments = self.pack_attention == "segments" or (self.pack_attention == "auto" and path != "flex")
+        if path == "flex" and not segments:
             rows = rows.pad_to(-(-self.pack_len // BUCKET) * BUCKET)
         built: dict[mask_lib.Mask, Any] = {}
         plans = []
         for m in self.packed_masks():
             if m not in built:
-                built[m] = self.plans.get(m, rows, path)
+                if segments:  # each item's mask in its own layout (cached like a per-task step's), then gathered
+                    built[m] = segment_plan([self.plans.get(m, t, "dense") for t in shared], info)
+                else:
+                    built[m] = self.plans.get(m, rows, path)
             plans.append(built[m])
         y = self.trunk(rows.x, plans)[:, : self.pack_len]
         mixed = unpack_items(y, info)  # per task (B, N, D) in its own layout; padded tokens 0

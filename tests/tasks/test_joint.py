@@ -78,14 +78,15 @@ def real_rows(name: str, joint: JointTask, inputs: dict, out: dict) -> list[torc
 # ---------------------------------------------------------------------------------------------------- packed rows
 @pytest.mark.parametrize("pack_len", [40, 64, 200])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_a_packed_mixed_row_gives_each_sample_what_it_gets_alone(joint, pack_len, seed) -> None:
+@pytest.mark.parametrize("attention", ["rows", "segments"])
+def test_a_packed_mixed_row_gives_each_sample_what_it_gets_alone(joint, pack_len, seed, attention) -> None:
     inputs = model_inputs(joint, seed)
     tokens = [joint.members[n].trunk_inputs(x)[0] for n, x in inputs.items()]
     _, info = pack(tokens, pack_len)
     task_of = [n for n, t in zip(inputs, tokens, strict=True) for _ in range(t.batch_size)]
     tasks_per_row = [{task_of[i] for i, r in enumerate(info.rows) if r == row} for row in range(info.num_rows)]
     assert max(len(s) for s in tasks_per_row) >= 2  # some row really holds samples of several tasks
-    joint.pack_len = pack_len
+    joint.pack_len, joint.pack_attention = pack_len, attention
     joint._packed_masks = None
     with torch.no_grad():
         packed = joint.forward_packed(inputs)
@@ -94,6 +95,29 @@ def test_a_packed_mixed_row_gives_each_sample_what_it_gets_alone(joint, pack_len
             for got, want in zip(real_rows(name, joint, x, packed[name]), real_rows(name, joint, x, alone),
                                  strict=True):  # fmt: skip
                 torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_attention_sample_by_sample_trains_like_the_whole_row_under_its_mask(joint) -> None:
+    """``segments`` (each sample's keys gathered out of the rows) and ``rows`` (the row's dense mask): the same loss
+    and the same gradient of every shared weight, with autograd on (the gather path's backward)."""
+    inputs = model_inputs(joint, 2)
+    grads = {}
+    for attention in ("rows", "segments"):
+        joint.pack_len, joint.pack_attention, joint._packed_masks = 64, attention, None
+        joint.zero_grad(set_to_none=True)
+        out = joint.forward_packed(inputs)
+        loss = sum((t.float() ** 2).mean() for name, x in inputs.items() for t in real_rows(name, joint, x, out[name]))
+        loss.backward()
+        grads[attention] = (loss.detach(), {n: p.grad.clone() for n, p in joint.trunk.named_parameters()})
+    joint.zero_grad(set_to_none=True)
+    torch.testing.assert_close(grads["rows"][0], grads["segments"][0], atol=1e-6, rtol=1e-5)
+    for n, g in grads["rows"][1].items():
+        torch.testing.assert_close(grads["segments"][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
+
+
+def test_pack_attention_is_checked() -> None:
+    with pytest.raises(ValueError, match="pack_attention"):
+        JointTask(refs(("digits",)), TRUNK, batching="packed", pack_attention="varlen")
 
 
 def test_one_tasks_inputs_do_not_reach_anothers_outputs_in_a_packed_row(joint) -> None:
