@@ -19,9 +19,11 @@
    up for less data of each? Runs are named ``bench_joint_f{F}`` / ``bench_single_{task}_f{F}``.
 5. ``throughput``: the same real batches of the packable tasks (images, speech, trajectories) through the shared
    trunk, forward and backward, side by side: per-task batches padded to their longest, and mixed-task packed rows of
-   ``pack_len`` tokens (``--pack-len``). Real tokens a second, median of ``--repeats``, on two draws of the batches:
-   ``bucketed`` (the data modules' own: speech in duration buckets, little padding) and ``random`` (one bucket: every
-   batch padded to its longest, as a loader without duration buckets makes them).
+   ``pack_len`` tokens (``--pack-len``), their attention sample by sample (``packed``: ``pack_attention: segments``,
+   the CPU default) and over the whole row under its mask (``packed_rows``). Real tokens a second, median of
+   ``--repeats``, on two draws of the batches: ``bucketed`` (the data modules' own: speech in duration buckets, little
+   padding) and ``random`` (one bucket: every batch padded to its longest, as a loader without duration buckets makes
+   them).
 
 Every finished run also gets a line in ``benchmarks/results/joint_runs.jsonl`` (its metrics and wall time): run
 directories are not kept from one machine to the next, the ledger is, so ``--reuse`` can put seeds measured at
@@ -271,7 +273,8 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
             total.backward()
             joint.zero_grad(set_to_none=True)
 
-    def packed(data: dict[str, list[Any]]) -> None:
+    def packed(data: dict[str, list[Any]], attention: str = "segments") -> None:
+        joint.pack_attention = attention
         for i in range(batches):
             inputs = {n: joint.members[n].model_inputs(data[n][i]) for n in names}
             outs = joint.forward_packed(inputs)
@@ -285,10 +288,12 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
     result: dict[str, Any] = {"tasks": names, "batches_per_task": batches, "pack_len": joint.pack_len}
     for label, data in (("bucketed", draw(True)), ("random", draw(False))):
         real, padded, rows = tokens_of(data)
-        per_task(data), packed(data)  # warm-up: mask plans, allocator
-        times: dict[str, list[float]] = {"per_task": [], "packed": []}
+        modes = {"per_task": per_task, "packed": packed, "packed_rows": lambda d: packed(d, "rows")}
+        for fn in modes.values():
+            fn(data)  # warm-up: mask plans, allocator
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(repeats):
-            for mode, fn in (("per_task", per_task), ("packed", packed)):
+            for mode, fn in modes.items():
                 t0 = time.perf_counter()
                 fn(data)
                 times[mode].append(time.perf_counter() - t0)
@@ -299,7 +304,9 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
             "padding_efficiency_packed": round(real / (rows * joint.pack_len), 3),
             "tokens_per_s_per_task": round(tps["per_task"], 1),
             "tokens_per_s_packed": round(tps["packed"], 1),
+            "tokens_per_s_packed_rows": round(tps["packed_rows"], 1),
             "packed_speedup": round(tps["packed"] / tps["per_task"], 3),
+            "packed_rows_speedup": round(tps["packed_rows"] / tps["per_task"], 3),
         }
     return result
 

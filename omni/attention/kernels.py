@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from omni.attention.plans import Plan, SparsePlan
+from omni.attention.plans import Plan, SegmentPlan, SparsePlan
 from omni.dropout import dropout as fast_dropout
 
-__all__ = ["attend", "flex_attention", "masked_sdpa", "safe_sdpa", "sdpa", "sparse_attention"]
+__all__ = ["attend", "flex_attention", "masked_sdpa", "safe_sdpa", "sdpa", "segment_attention", "sparse_attention"]
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout: float = 0.0) -> Tensor:
@@ -150,6 +152,65 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, plan: SparsePlan, dropout:
         return rearrange(out[:-1], "(b n) (h d) -> b h n d", b=b, h=h)
     out = torch.cat(outs).index_select(0, plan.out_index)  # (B * N, H * Dh) in token order
     return rearrange(out, "(b n) (h d) -> b h n d", b=b, h=h)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``src.index_select(0, index)`` whose backward is a gather too: ``grad.index_select(0, inverse)``. Exact when
+    every row of ``src`` is read by the output row ``inverse`` names, and any other output row reading it gets no
+    gradient (a padding slot) — the case of a segment plan, whose slots are its tokens once each."""
+
+    @staticmethod
+    def forward(ctx: Any, src: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return src.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def _gather_rows(src: Tensor, index: Tensor, inverse: Tensor | None) -> Tensor:
+    if inverse is None or not (torch.is_grad_enabled() and src.requires_grad):
+        return src.index_select(0, index)
+    return _GatherRows.apply(src, index, inverse)
+
+
+def segment_attention(
+    qkv: Tensor,
+    plan: SegmentPlan,
+    heads: int,
+    q_norm: Callable[[Tensor], Tensor],
+    k_norm: Callable[[Tensor], Tensor],
+    dropout: float = 0.0,
+) -> Tensor:
+    """Self-attention on a ``segment_plan`` (packed rows, sample by sample), from the fused projection.
+
+    Each group's queries are its keys, so one row gather of the fused (B * N, 3 * H * Dh) projection gives every
+    group's queries, keys and values at once; its backward, like that of the gather that puts the outputs back in
+    token order, is a gather as well (gathering q, k and v apart, as ``sparse_attention`` must, costs three
+    zero-filled gradients, scatter-adds and a strided copy that stacks them).
+
+    Args:
+        qkv: (B * N, 3 * H * Dh) the projection's output, (three h d) along the last axis.
+        plan: a ``SegmentPlan``.
+        heads: H.
+        q_norm, k_norm: per-head norms (or ``nn.Identity``), applied after the gather.
+    Returns:
+        (B * N, H * Dh) in token order (tokens in no group get another token's output: they are never read).
+    """
+    if not isinstance(plan, SegmentPlan):
+        raise ValueError(f"plan: expected a SegmentPlan (segment_plan), got {type(plan).__name__}")
+    rows = _gather_rows(qkv, plan.index, plan.inverse)  # (M, 3 * H * Dh), every group's slots in turn
+    sizes = [g.mask.shape[0] * g.mask.shape[1] for g in plan.groups]
+    outs = []
+    for g, part in zip(plan.groups, rows.split(sizes), strict=True):  # split: its backward is one cat, no zeros
+        bq = g.mask.shape[1]
+        q, k, v = rearrange(part, "(g n) (three h d) -> three g h n d", n=bq, three=3, h=heads)
+        ob = safe_sdpa(q_norm(q), k_norm(k), v, g.safe_mask, g.has_key, dropout)  # (G, H, Bq, Dh)
+        outs.append(rearrange(ob, "g h n d -> (g n) (h d)"))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return _gather_rows(out, plan.out_index, plan.out_inverse)
 
 
 @functools.cache

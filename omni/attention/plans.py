@@ -34,7 +34,17 @@ from omni.attention.masks import FLEX_BLOCK, Mask, Side, block_mask, flex_unsupp
 from omni.choices import check_choice
 from omni.tokens import PackInfo, Tokens
 
-__all__ = ["BUCKET", "AttentionPath", "Plan", "PlanCache", "SparsePlan", "choose_path", "plan", "segment_plan"]
+__all__ = [
+    "BUCKET",
+    "AttentionPath",
+    "Plan",
+    "PlanCache",
+    "SegmentPlan",
+    "SparsePlan",
+    "choose_path",
+    "plan",
+    "segment_plan",
+]
 
 AttentionPath = Literal["auto", "dense", "flex", "sparse"]
 BUCKET = FLEX_BLOCK  # sequence lengths are rounded up to a multiple of this on the flex path
@@ -109,6 +119,25 @@ class SparsePlan:
         batch = self.out_index.numel() // self.n
         pairs = sum(g.mask.numel() for g in self.groups) + batch * self.n_dense * self.n
         return pairs / (batch * self.n * self.n)
+
+
+@dataclass
+class SegmentPlan(SparsePlan):
+    """A ``SparsePlan`` whose groups are whole samples of packed rows (``segment_plan``): each group's queries are
+    its keys, so ``segment_attention`` gathers queries, keys and values at once from the fused projection, every
+    group in one gather; the gathers' backward passes are gathers too (no zero-filled gradient, no scatter-add).
+
+    Attributes:
+        index: (M,) every group's slots in order (``q_index`` of each, concatenated): the token each slot reads.
+        inverse: (B * N,) the slot whose gradient each token takes (its own slot; a token no slot reads takes a padding
+            slot's, which is zero), or None where no padding slot exists (the backward then scatter-adds).
+        out_inverse: (M,) the token whose output gradient each slot takes (padding slots: any; they allow no key, so
+            nothing flows back through them).
+    """
+
+    index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    inverse: Tensor | None = None
+    out_inverse: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
 
 Plan: TypeAlias = "Tensor | SparsePlan | BlockMask | None"
@@ -238,7 +267,7 @@ def segment_plan(item_masks: list[Tensor | None], info: PackInfo) -> SparsePlan:
             item's tokens), or None (every real key); padded keys must be masked.
         info: what ``pack`` returned for those items (``info.index``, ``info.pads``).
     Returns:
-        a ``SparsePlan`` over the packed (R, max_len) rows, equal to the rows' dense mask restricted to each item's
+        a ``SegmentPlan`` over the packed (R, max_len) rows, equal to the rows' dense mask restricted to each item's
         own mask (unused slots of the rows attend nothing that matters: their outputs are never read).
     """
     if len(item_masks) != len(info.pads) or len(info.index) != len(info.pads):
@@ -249,8 +278,9 @@ def segment_plan(item_masks: list[Tensor | None], info: PackInfo) -> SparsePlan:
     n, size = info.max_len, info.num_rows * info.max_len
     device = info.pads[0].device if info.pads else torch.device("cpu")
     out_index = torch.zeros(size, dtype=torch.long, device=device)
+    inverse = torch.full((size,), -1, dtype=torch.long, device=device)
     groups: list[BlockGroup] = []
-    slot = 0
+    reads, writes, pad_slot, slot = [], [], None, 0
     for k, (mask, where, pad) in enumerate(zip(item_masks, info.index, info.pads, strict=True)):
         b, nk = pad.shape
         if mask is not None and tuple(mask.shape) != (b, nk, nk):
@@ -258,12 +288,23 @@ def segment_plan(item_masks: list[Tensor | None], info: PackInfo) -> SparsePlan:
         real = pad.reshape(-1).nonzero().squeeze(-1)  # (T_k,) real slots of the item's layout, in pack's order
         layout = torch.zeros(b * nk, dtype=torch.long, device=device).index_copy(0, real, where)  # pads read token 0
         write = torch.full((b * nk,), size, dtype=torch.long, device=device).index_copy(0, real, where)
-        allowed = pad.unsqueeze(1).expand(b, nk, nk) if mask is None else mask & pad.unsqueeze(1)
+        # Padding slots neither attend nor are attended: their outputs are zeroed, so no gradient passes through them.
+        both = pad.unsqueeze(1) & pad.unsqueeze(2)
+        allowed = both if mask is None else mask & both
         groups.append(BlockGroup(layout, layout, allowed, write.view(b, nk)))
         out_index[where] = slot + real
+        inverse[where] = slot + real
+        if pad_slot is None and real.numel() < b * nk:
+            pad_slot = slot + int((~pad.reshape(-1)).nonzero()[0])
+        reads.append(layout)
+        writes.append(torch.where(write < size, write, torch.zeros_like(write)))
         slot += b * nk
-    return SparsePlan(n=n, groups=groups, dense_q_index=None, dense_mask=None, dense_write_index=None,
-                      out_index=out_index)  # fmt: skip
+    unread = inverse < 0  # tokens of no sample (the rows' unused slots)
+    if bool(unread.any()):
+        inverse = None if pad_slot is None else torch.where(unread, torch.full_like(inverse, pad_slot), inverse)
+    return SegmentPlan(n=n, groups=groups, dense_q_index=None, dense_mask=None, dense_write_index=None,
+                       out_index=out_index, index=torch.cat(reads), inverse=inverse,
+                       out_inverse=torch.cat(writes))  # fmt: skip
 
 
 def _ordered_indices(select: Tensor, n: int) -> Tensor:
