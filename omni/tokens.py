@@ -276,8 +276,25 @@ def _first_fit(lengths: Sequence[int], max_len: int) -> tuple[list[int], list[in
     return row_of, start_of, nth, len(free)
 
 
-def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
-    """Fill rows of ``max_len`` tokens with whole samples (first-fit, longest first), of any modality mix.
+def _stream(items_lengths: Sequence[Sequence[int]]) -> tuple[list[int], list[int], int]:
+    """One row, item after item; within an item its samples longest first (stable: its full-length samples come
+    first, in order): (start, number within the row) of every sample, and the row's length."""
+    order, first = [], 0
+    for lengths in items_lengths:
+        order += [first + i for i in sorted(range(len(lengths)), key=lambda j: -lengths[j])]
+        first += len(lengths)
+    flat = [n for lengths in items_lengths for n in lengths]
+    start_of, nth, at = [0] * len(flat), [0] * len(flat), 0
+    for number, i in enumerate(order):
+        start_of[i], nth[i] = at, number
+        at += flat[i]
+    return start_of, nth, at
+
+
+def pack(items: Sequence[Tokens], max_len: int | None) -> tuple[Tokens, PackInfo]:
+    """Fill rows of ``max_len`` tokens with whole samples (first-fit, longest first), of any modality mix; or, with
+    ``max_len=None``, one row of exactly the samples' tokens, item after item, each item's longest samples first
+    (the layout of variable-length attention: ``omni.attention.plans.stream_plan``).
 
     Every batch row of every item is one sample; its padded tokens are dropped. Samples keep their own positions,
     groups and embeddings (so positions restart per sample); ``sample`` numbers them within their row, and the
@@ -286,7 +303,8 @@ def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
     slices: the backward pass is one gather).
 
     Returns:
-        the packed Tokens (R, max_len, D), unused slots padded, and the ``PackInfo`` that ``unpack`` needs.
+        the packed Tokens (R, max_len, D), unused slots padded (None: (1, T, D), none), and the ``PackInfo`` that
+        ``unpack`` needs.
     """
     for i, t in enumerate(items):
         if not isinstance(t, Tokens):
@@ -295,11 +313,15 @@ def pack(items: Sequence[Tokens], max_len: int) -> tuple[Tokens, PackInfo]:
     lengths: list[int] = torch.cat(counts).tolist() if items else []
     if not lengths:
         raise ValueError("pack: expected at least one sample, got none")
-    too_long = [(i, n) for i, n in enumerate(lengths) if n > max_len]
-    if too_long:
-        i, n = too_long[0]
-        raise ValueError(f"pack: expected samples of at most max_len={max_len} tokens, got sample {i} with {n}")
-    row_of, start_of, nth, num_rows = _first_fit(lengths, max_len)
+    if max_len is None:
+        start_of, nth, max_len = _stream([c.tolist() for c in counts])
+        row_of, num_rows = [0] * len(lengths), 1
+    else:
+        too_long = [(i, n) for i, n in enumerate(lengths) if n > max_len]
+        if too_long:
+            i, n = too_long[0]
+            raise ValueError(f"pack: expected samples of at most max_len={max_len} tokens, got sample {i} with {n}")
+        row_of, start_of, nth, num_rows = _first_fit(lengths, max_len)
     device = items[0].x.device
     index, numbers, first = [], [], 0
     for t in items:

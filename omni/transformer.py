@@ -16,9 +16,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from omni.attention import masks as mask_lib
-from omni.attention.kernels import attend, segment_attention
+from omni.attention.kernels import attend, segment_attention, stream_attention
 from omni.attention.masks import Mask
-from omni.attention.plans import AttentionPath, Plan, SegmentPlan
+from omni.attention.plans import AttentionPath, Plan, SegmentPlan, StreamPlan
 from omni.choices import check_literal_fields
 from omni.dropout import Dropout
 from omni.layers import MLP, ActName, DropPath, NormName, make_norm
@@ -228,10 +228,11 @@ class Attention(nn.Module):
             (B, N, D)
         """
         dropout = self.attn_dropout if self.training else 0.0
-        if isinstance(mask, SegmentPlan) and not self.cross and state is None:
-            b = x.shape[0]  # packed rows, sample by sample: gathered from the fused projection (one gather)
+        if isinstance(mask, SegmentPlan | StreamPlan) and not self.cross and state is None:
+            b = x.shape[0]  # packed rows, sample by sample: from the fused projection
             qkv = rearrange(self.qkv(x), "b n c -> (b n) c")
-            out = segment_attention(qkv, mask, self.heads, self.q_norm, self.k_norm, dropout)
+            run = segment_attention if isinstance(mask, SegmentPlan) else stream_attention
+            out = run(qkv, mask, self.heads, self.q_norm, self.k_norm, dropout)
             return self.proj_drop(self.proj(rearrange(out, "(b n) c -> b n c", b=b)))
         q, k, v = self._project(x, context, state)
         out = attend(q, k, v, mask, dropout)

@@ -189,12 +189,15 @@ def masked_items(draw) -> tuple[list[Tokens], list[torch.Tensor | None]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(case=masked_items(), extra=st.integers(0, 6))
-def test_segment_attention_in_packed_rows_equals_each_item_under_its_own_mask_with_gradients(case, extra):
-    """Sample-by-sample attention in packed rows (``segment_plan``; its gathers have gather backwards) against each
-    item attending in its own layout under its own mask: the same outputs at every real token and the same gradients
-    of the weights and of every token, with padding in the items or none, unused slots in the rows or none."""
-    from omni.attention.plans import segment_plan
+@given(case=masked_items(), extra=st.integers(0, 6), stream=st.booleans())
+def test_attention_sample_by_sample_in_packed_rows_equals_each_item_under_its_own_mask_with_gradients(
+    case, extra, stream
+):
+    """Sample-by-sample attention, in rows (``segment_plan``) or in one stream (``stream_plan``: full samples as
+    views, padded ones gathered; every gather has a gather backward), against each item attending in its own layout
+    under its own mask: the same outputs at every real token and the same gradients of the weights and of every
+    token, with padding in the items or none, unused slots in the rows or none."""
+    from omni.attention.plans import segment_plan, stream_plan
     from omni.transformer import Attention
 
     items, masks = case
@@ -207,8 +210,9 @@ def test_segment_attention_in_packed_rows_equals_each_item_under_its_own_mask_wi
         xs = [t.x.clone().requires_grad_(True) for t in items]
         attn.zero_grad(set_to_none=True)
         if packed:
-            rows, info = pack([t.replace(x=x) for t, x in zip(items, xs, strict=True)], max_len)
-            outs = unpack_items(attn(rows.x, segment_plan(masks, info)), info)
+            rows, info = pack([t.replace(x=x) for t, x in zip(items, xs, strict=True)], None if stream else max_len)
+            plan = stream_plan(masks, info) if stream else segment_plan(masks, info)
+            outs = unpack_items(attn(rows.x, plan), info)
         else:
             outs = [attn(x, t.pad[:, None, :].expand(-1, t.num_tokens, -1) if m is None else m)
                     for t, x, m in zip(items, xs, masks, strict=True)]  # fmt: skip
@@ -219,3 +223,21 @@ def test_segment_attention_in_packed_rows_equals_each_item_under_its_own_mask_wi
     (got, got_grads), (want, want_grads) = run(True), run(False)
     for a, b in zip(got + got_grads, want + want_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(items=token_items())
+def test_a_stream_holds_every_real_token_once_item_by_item_with_full_samples_first(items):
+    """``pack(items, None)``: one row of exactly the real tokens, no padded slot; item after item, each item's samples
+    longest first (its full-length ones first, in order); ``unpack_items`` gives every item its layout back."""
+    packed, info = pack(items, None)
+    total = sum(int(t.pad.sum()) for t in items)
+    assert info.num_rows == 1 and packed.x.shape[:2] == (1, total) and bool(packed.pad.all())
+    at = 0
+    for t, back in zip(items, unpack_items(packed.x, info), strict=True):
+        lengths = t.pad.sum(1).tolist()
+        for i in sorted(range(t.batch_size), key=lambda j: -lengths[j]):
+            torch.testing.assert_close(packed.x[0, at : at + lengths[i]], t.x[i][t.pad[i]].to(packed.x.dtype))
+            at += lengths[i]
+        torch.testing.assert_close(back, torch.where(t.pad[..., None], t.x, 0).to(back.dtype), rtol=0, atol=0)
+    assert at == total

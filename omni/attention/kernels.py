@@ -19,10 +19,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from omni.attention.plans import Plan, SegmentPlan, SparsePlan
+from omni.attention.plans import Plan, SegmentPlan, SparsePlan, StreamPlan
 from omni.dropout import dropout as fast_dropout
 
-__all__ = ["attend", "flex_attention", "masked_sdpa", "safe_sdpa", "sdpa", "segment_attention", "sparse_attention"]
+__all__ = [
+    "attend",
+    "flex_attention",
+    "masked_sdpa",
+    "safe_sdpa",
+    "sdpa",
+    "segment_attention",
+    "sparse_attention",
+    "stream_attention",
+]
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout: float = 0.0) -> Tensor:
@@ -213,6 +222,39 @@ def segment_attention(
     return _gather_rows(out, plan.out_index, plan.out_inverse)
 
 
+def stream_attention(
+    qkv: Tensor,
+    plan: StreamPlan,
+    heads: int,
+    q_norm: Callable[[Tensor], Tensor],
+    k_norm: Callable[[Tensor], Tensor],
+    dropout: float = 0.0,
+) -> Tensor:
+    """Variable-length self-attention over one packed stream, from the fused projection: each item's full-length
+    samples attend as a view of the stream (no copy), its padded samples through one gather into their layout and one
+    back (both with gather backwards). Everything between attentions runs on the stream: no padding anywhere.
+
+    Args:
+        qkv: (T, 3 * H * Dh) the projection of the stream's T tokens, (three h d) along the last axis.
+        plan: the stream's ``StreamPlan``.
+    Returns:
+        (T, H * Dh) in stream order.
+    """
+    parts = qkv.split([seg.size for seg in plan.segments])  # its backward is one cat
+    outs = []
+    for seg, part in zip(plan.segments, parts, strict=True):
+        rows = part if seg.index is None else _gather_rows(part, seg.index, seg.inverse)
+        q, k, v = rearrange(rows, "(g n) (three h d) -> three g h n d", n=seg.length, three=3, h=heads)
+        q, k = q_norm(q), k_norm(k)
+        if seg.safe_mask is None:
+            ob = sdpa(q, k, v, None, dropout)
+        else:
+            ob = safe_sdpa(q, k, v, seg.safe_mask, seg.has_key, dropout)  # (G, H, N, Dh)
+        out = rearrange(ob, "g h n d -> (g n) (h d)")
+        outs.append(out if seg.index is None else _gather_rows(out, seg.compact, seg.compact_inverse))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 @functools.cache
 def _compiled_flex():
     """FlexAttention compiled once per process (compiling is what makes it fast; lengths are bucketed upstream)."""
@@ -239,4 +281,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Plan, dropout: float = 0.0) ->
         return masked_sdpa(q, k, v, mask, dropout)
     if isinstance(mask, SparsePlan):
         return sparse_attention(q, k, v, mask, dropout)
+    if isinstance(mask, StreamPlan):
+        raise ValueError(
+            "mask: a StreamPlan runs from the fused projection (omni.transformer.Attention), not on q, k, v"
+        )
     return flex_attention(q, k, v, mask)

@@ -41,9 +41,12 @@ __all__ = [
     "PlanCache",
     "SegmentPlan",
     "SparsePlan",
+    "StreamPlan",
+    "StreamSegment",
     "choose_path",
     "plan",
     "segment_plan",
+    "stream_plan",
 ]
 
 AttentionPath = Literal["auto", "dense", "flex", "sparse"]
@@ -140,7 +143,99 @@ class SegmentPlan(SparsePlan):
     out_inverse: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
 
-Plan: TypeAlias = "Tensor | SparsePlan | BlockMask | None"
+@dataclass
+class StreamSegment:
+    """A run of one item's samples in a stream (``pack(items, None)``), attended as a batch of equal-length samples.
+
+    Attributes:
+        size: stream tokens the run covers (its samples' real tokens, back to back).
+        count, length: G samples, N slots each (the item's layout).
+        safe_mask: (G, 1, N, N) bool, rows that allow nothing opened up; None: every key (SDPA's unmasked path).
+        has_key: (G, 1, N, 1) bool zeroing the rows that allowed nothing (padding slots among them), or None.
+        index: (G * N,) the run-local token each slot reads (padding slots: token 0), or None: the run is its
+            samples' full layouts back to back, a view.
+        inverse: (size,) the slot each token's gradient comes from (its own), with ``index``.
+        compact: (size,) the slot holding each token's output, with ``index``.
+        compact_inverse: (G * N,) the token whose output gradient each slot takes (padding slots: token 0; they are
+            zeroed, so nothing flows back), with ``index``.
+    """
+
+    size: int
+    count: int
+    length: int
+    safe_mask: Tensor | None
+    has_key: Tensor | None
+    index: Tensor | None = None
+    inverse: Tensor | None = None
+    compact: Tensor | None = None
+    compact_inverse: Tensor | None = None
+
+
+@dataclass
+class StreamPlan:
+    """Variable-length attention over one packed stream (``pack(items, None)``): per item, its full-length samples
+    as a view of the stream and its padded ones gathered into their layout, each run under the item's own mask.
+
+    Attributes:
+        segments: the runs in stream order; their sizes add up to the stream's length.
+    """
+
+    segments: list[StreamSegment]
+
+
+def _safe(mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """(G, N, N) bool -> (G, 1, N, N) with empty rows opened up, and (G, 1, N, 1) has_key (None: no row empty)."""
+    if mask is None:
+        return None, None
+    has_key = mask.any(-1, keepdim=True).unsqueeze(1)
+    if bool(has_key.all()):
+        return mask.unsqueeze(1), None
+    return mask.unsqueeze(1) | ~has_key, has_key
+
+
+def stream_plan(item_masks: list[Tensor | None], info: PackInfo) -> StreamPlan:
+    """The ``StreamPlan`` of items packed as one stream (``pack(items, None)``).
+
+    Args:
+        item_masks: per item, its mask in its own layout, (B_k, N_k, N_k) bool (padded keys masked), or None (every
+            real key).
+        info: what ``pack(items, None)`` returned.
+    """
+    if info.num_rows != 1 or len(item_masks) != len(info.pads):
+        raise ValueError(
+            f"stream_plan: expected one stream (pack(items, None)) and one mask per item ({len(info.pads)}), got "
+            f"{info.num_rows} rows and {len(item_masks)} masks"
+        )
+    segments: list[StreamSegment] = []
+    offset = 0
+    for k, (mask, pad) in enumerate(zip(item_masks, info.pads, strict=True)):
+        b, nk = pad.shape
+        if mask is not None and tuple(mask.shape) != (b, nk, nk):
+            raise ValueError(f"item_masks[{k}]: expected ({b}, {nk}, {nk}) bool, got {tuple(mask.shape)}")
+        lengths = pad.sum(1)
+        order = sorted(range(b), key=lambda j: -int(lengths[j]))  # the stream's order (``pack``'s, stable)
+        full = [j for j in order if int(lengths[j]) == nk]
+        rest = [j for j in order if int(lengths[j]) < nk]
+        if full:
+            m = None if mask is None else mask[full]
+            segments.append(StreamSegment(len(full) * nk, len(full), nk, *_safe(m)))
+        if rest:
+            sub = pad[rest]  # (P, N)
+            size = int(sub.sum())
+            real = sub.reshape(-1).nonzero().squeeze(-1)  # slot of each run token, in stream order
+            local = torch.arange(size, device=pad.device)
+            index = torch.zeros(len(rest) * nk, dtype=torch.long, device=pad.device).index_copy(0, real, local)
+            both = sub.unsqueeze(1) & sub.unsqueeze(2)  # padding slots neither attend nor are attended
+            allowed = both if mask is None else mask[rest] & both
+            segments.append(StreamSegment(size, len(rest), nk, *_safe(allowed), index=index, inverse=real,
+                                          compact=real, compact_inverse=index))  # fmt: skip
+        offset += int(lengths.sum())
+    if offset != info.max_len:
+        raise ValueError(f"stream_plan: the items hold {offset} tokens, the stream {info.max_len}")
+    return StreamPlan(segments)
+
+
+Plan: TypeAlias = "Tensor | SparsePlan | StreamPlan | BlockMask | None"
 """A mask in the form one attention path runs: None (nothing masked: SDPA's unmasked fast path), a dense
 (B, N, M) bool tensor, a ``SparsePlan`` or a FlexAttention ``BlockMask``."""
 

@@ -36,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from omni.attention import masks as mask_lib
-from omni.attention.plans import BUCKET, PlanCache, choose_path, segment_plan
+from omni.attention.plans import BUCKET, PlanCache, choose_path, segment_plan, stream_plan
 from omni.choices import check_choice
 from omni.members import Batching, MemberCallback, TaskRef, as_refs, attach, load_task
 from omni.tokens import Tokens, pack, unpack_items
@@ -56,7 +56,7 @@ from omni.transformer import Transformer, TransformerConfig
 
 __all__ = ["Batching", "JointTask", "PackAttention", "TableView"]
 
-PackAttention = Literal["auto", "rows", "segments"]
+PackAttention = Literal["auto", "rows", "segments", "stream"]
 
 _EPOCH_HOOKS = (
     "on_train_epoch_start",
@@ -114,11 +114,14 @@ class JointTask(ClipsByConfig):
             trunk: the shared transformer's sizes; each member keeps its own ``masks`` / ``mask_defs``.
             batching: ``per_task`` (one task a step) or ``packed`` (every task each step, packed rows).
             pack_len: tokens per packed row; the longest sample must fit.
-            pack_attention: how attention runs in packed rows. ``segments``: sample by sample (variable-length
-                attention: each sample's queries meet only its own keys, gathered out of the rows; a row costs what
-                its samples cost alone); ``rows``: the whole row under one mask that keeps samples apart (every
-                (query, key) pair of the row computed, or skipped block by block on the flex path); ``auto``:
-                ``rows`` where the flex path runs (CUDA), else ``segments``.
+            pack_attention: how packed samples attend. ``stream``: every sample of the step in one row without a
+                single padded slot, attention sample by sample (variable-length attention, as FlashAttention's
+                ``cu_seqlens``): each task's full-length samples attend as a view of the row, its padded ones
+                gathered into their layout and back (``omni.attention.plans.stream_plan``). ``segments``: rows of
+                ``pack_len``, attention sample by sample through gathers (``segment_plan``). ``rows``: rows of
+                ``pack_len``, each under one mask that keeps its samples apart (every (query, key) pair of the row
+                computed, or skipped block by block on the flex path). ``auto``: ``rows`` where the flex path runs
+                (CUDA), else ``stream``.
             optim: the shared trunk's and table's optimizer settings (and the schedule and clipping of all); each
                 member's own parameters keep its config's learning rate and weight decay.
         """
@@ -261,23 +264,25 @@ class JointTask(ClipsByConfig):
             parts[name] = sub.trunk_inputs(raw)
         shared = [t.replace(modality=self.members[n].model.modality_embed.index[t.modality]) for n, (t, _) in
                   parts.items()]  # fmt: skip
-        rows, info = pack(shared, self.pack_len)  # (R, L, D)
-        x = rows.x + self.modality_embed(rows.modality).to(rows.x.dtype)
-        rows = rows.replace(x=x)
-        path = choose_path(self.trunk.config.attention, self.pack_len, x.device, torch.is_grad_enabled())
-        segments = self.pack_attention == "segments" or (self.pack_attention == "auto" and path != "flex")
-        if path == "flex" and not segments:
+        path = choose_path(self.trunk.config.attention, self.pack_len, shared[0].x.device, torch.is_grad_enabled())
+        mode = self.pack_attention
+        if mode == "auto":
+            mode = "rows" if path == "flex" else "stream"
+        rows, info = pack(shared, None if mode == "stream" else self.pack_len)  # (R, L, D); a stream: (1, T, D)
+        rows = rows.replace(x=rows.x + self.modality_embed(rows.modality).to(rows.x.dtype))
+        if mode == "rows" and path == "flex":
             rows = rows.pad_to(-(-self.pack_len // BUCKET) * BUCKET)
         built: dict[mask_lib.Mask, Any] = {}
         plans = []
         for m in self.packed_masks():
             if m not in built:
-                if segments:  # each item's mask in its own layout (cached like a per-task step's), then gathered
-                    built[m] = segment_plan([self.plans.get(m, t, "dense") for t in shared], info)
-                else:
+                if mode == "rows":
                     built[m] = self.plans.get(m, rows, path)
+                else:  # each item's mask in its own layout (cached like a per-task step's)
+                    own = [self.plans.get(m, t, "dense") for t in shared]
+                    built[m] = stream_plan(own, info) if mode == "stream" else segment_plan(own, info)
             plans.append(built[m])
-        y = self.trunk(rows.x, plans)[:, : self.pack_len]
+        y = self.trunk(rows.x, plans)[:, : info.max_len]
         mixed = unpack_items(y, info)  # per task (B, N, D) in its own layout; padded tokens 0
         out: dict[str, dict[str, Any]] = {}
         for (name, (tokens, spans)), x in zip(parts.items(), mixed, strict=True):

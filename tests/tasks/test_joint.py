@@ -78,7 +78,7 @@ def real_rows(name: str, joint: JointTask, inputs: dict, out: dict) -> list[torc
 # ---------------------------------------------------------------------------------------------------- packed rows
 @pytest.mark.parametrize("pack_len", [40, 64, 200])
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("attention", ["rows", "segments"])
+@pytest.mark.parametrize("attention", ["rows", "segments", "stream"])
 def test_a_packed_mixed_row_gives_each_sample_what_it_gets_alone(joint, pack_len, seed, attention) -> None:
     inputs = model_inputs(joint, seed)
     tokens = [joint.members[n].trunk_inputs(x)[0] for n, x in inputs.items()]
@@ -98,11 +98,12 @@ def test_a_packed_mixed_row_gives_each_sample_what_it_gets_alone(joint, pack_len
 
 
 def test_attention_sample_by_sample_trains_like_the_whole_row_under_its_mask(joint) -> None:
-    """``segments`` (each sample's keys gathered out of the rows) and ``rows`` (the row's dense mask): the same loss
-    and the same gradient of every shared weight, with autograd on (the gather path's backward)."""
+    """``segments`` (each sample's keys gathered out of the rows), ``stream`` (one row, no padding, views and
+    gathers) and ``rows`` (the row's dense mask): the same loss and the same gradient of every shared weight, with
+    autograd on (the gathers' own backwards)."""
     inputs = model_inputs(joint, 2)
     grads = {}
-    for attention in ("rows", "segments"):
+    for attention in ("rows", "segments", "stream"):
         joint.pack_len, joint.pack_attention, joint._packed_masks = 64, attention, None
         joint.zero_grad(set_to_none=True)
         out = joint.forward_packed(inputs)
@@ -110,9 +111,10 @@ def test_attention_sample_by_sample_trains_like_the_whole_row_under_its_mask(joi
         loss.backward()
         grads[attention] = (loss.detach(), {n: p.grad.clone() for n, p in joint.trunk.named_parameters()})
     joint.zero_grad(set_to_none=True)
-    torch.testing.assert_close(grads["rows"][0], grads["segments"][0], atol=1e-6, rtol=1e-5)
-    for n, g in grads["rows"][1].items():
-        torch.testing.assert_close(grads["segments"][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
+    for attention in ("segments", "stream"):
+        torch.testing.assert_close(grads[attention][0], grads["rows"][0], atol=1e-6, rtol=1e-5)
+        for n, g in grads["rows"][1].items():
+            torch.testing.assert_close(grads[attention][1][n], g, atol=1e-6, rtol=1e-4, msg=f"{attention}: {n}")
 
 
 def test_pack_attention_is_checked() -> None:
