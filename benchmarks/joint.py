@@ -35,6 +35,7 @@ Prints one JSON object last and appends it to ``benchmarks/results/joint.jsonl``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -84,6 +85,7 @@ def with_fraction(p: dict[str, Any], extra: list[str], fraction: float) -> list[
     return [*extra, "--model.init_args.tasks", tasks, "--data.init_args.tasks", tasks]
 
 
+PACKED = ("stream", "segments", "rows")  # the ways packed samples attend (JointTask's pack_attention), all timed
 REUSE = False  # --reuse: a finished run (its metrics.json, or its line in the ledger) is read, not run again
 # Every finished run's figures, one JSON line each: the run directories (runs/) are not kept between machines, the
 # ledger is, so a later ``--reuse`` can put seeds measured in different sessions into one table.
@@ -225,6 +227,7 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
     padded to their longest against packed mixed-task rows of the same samples, side by side in one run, on two
     draws of the same training data: the data modules' own batches (speech in duration buckets) and random batches
     (one bucket: each batch padded to its longest, as a loader without bucketing makes them)."""
+    from omni.attention.plans import choose_path
     from omni.data.joint import JointDataModule
     from omni.tasks.joint import JointTask
     from omni.tokens import pack
@@ -273,7 +276,7 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
             total.backward()
             joint.zero_grad(set_to_none=True)
 
-    def packed(data: dict[str, list[Any]], attention: str = "segments") -> None:
+    def packed(data: dict[str, list[Any]], attention: str) -> None:
         joint.pack_attention = attention
         for i in range(batches):
             inputs = {n: joint.members[n].model_inputs(data[n][i]) for n in names}
@@ -285,10 +288,13 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
             joint.zero_grad(set_to_none=True)
 
     joint.train()
-    result: dict[str, Any] = {"tasks": names, "batches_per_task": batches, "pack_len": joint.pack_len}
+    path = choose_path(joint.trunk.config.attention, joint.pack_len, next(joint.parameters()).device, True)
+    default = "rows" if path == "flex" else "stream"  # what pack_attention: auto runs here
+    result: dict[str, Any] = {"tasks": names, "batches_per_task": batches, "pack_len": joint.pack_len,
+                              "packed": f"pack_attention: {default} (auto)"}  # fmt: skip
     for label, data in (("bucketed", draw(True)), ("random", draw(False))):
         real, padded, rows = tokens_of(data)
-        modes = {"per_task": per_task, "packed": packed, "packed_rows": lambda d: packed(d, "rows")}
+        modes = {"per_task": per_task, **{f"packed_{a}": functools.partial(packed, attention=a) for a in PACKED}}
         for fn in modes.values():
             fn(data)  # warm-up: mask plans, allocator
         times: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -301,13 +307,11 @@ def throughput(p: dict[str, Any], batches: int, repeats: int, pack_len: int | No
         result[label] = {
             "real_tokens": real,
             "padding_efficiency_per_task": round(real / padded, 3),
-            "padding_efficiency_packed": round(real / (rows * joint.pack_len), 3),
-            "tokens_per_s_per_task": round(tps["per_task"], 1),
-            "tokens_per_s_packed": round(tps["packed"], 1),
-            "tokens_per_s_packed_rows": round(tps["packed_rows"], 1),
-            "packed_speedup": round(tps["packed"] / tps["per_task"], 3),
-            "packed_rows_speedup": round(tps["packed_rows"] / tps["per_task"], 3),
+            "padding_efficiency_packed_rows": round(real / (rows * joint.pack_len), 3),  # a stream: 1.0
+            **{f"tokens_per_s_{mode}": round(t, 1) for mode, t in tps.items()},
+            **{f"{mode}_speedup": round(tps[mode] / tps["per_task"], 3) for mode in tps if mode != "per_task"},
         }
+        result[label]["packed_speedup"] = result[label][f"packed_{default}_speedup"]
     return result
 
 

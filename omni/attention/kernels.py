@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from omni.attention.plans import Plan, SegmentPlan, SparsePlan, StreamPlan
+from omni.attention.plans import Plan, SegmentPlan, SparsePlan, StreamPlan, StreamSegment
 from omni.dropout import dropout as fast_dropout
 
 __all__ = [
@@ -222,6 +222,62 @@ def segment_attention(
     return _gather_rows(out, plan.out_index, plan.out_inverse)
 
 
+class _SplitHeads(torch.autograd.Function):
+    """The stream's fused projection cut into its runs: a view run's queries, keys and values, (G, H, N, Dh) views
+    each; a gathered run's rows, (size, 3 * H * Dh). Backward writes every run's gradients straight into one buffer
+    (one pass; autograd's own would stack q, k and v per run, then concatenate the runs: two)."""
+
+    @staticmethod
+    def forward(ctx: Any, qkv: Tensor, segments: list[StreamSegment], heads: int) -> tuple[Tensor, ...]:
+        ctx.segments, ctx.heads, ctx.shape = segments, heads, qkv.shape
+        outs: list[Tensor] = []
+        for seg, part in zip(segments, qkv.split([seg.size for seg in segments]), strict=True):
+            if seg.index is None:
+                outs += rearrange(part, "(g n) (three h d) -> three g h n d", n=seg.length, three=3, h=heads).unbind(0)
+            else:
+                outs.append(part)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor, None, None]:
+        buf = grads[0].new_empty(ctx.shape) if grads[0] is not None else torch.empty(ctx.shape)
+        it = iter(grads)
+        for seg, part in zip(ctx.segments, buf.split([seg.size for seg in ctx.segments]), strict=True):
+            if seg.index is None:
+                dst = rearrange(part, "(g n) (three h d) -> three g h n d", n=seg.length, three=3, h=ctx.heads)
+                for i in range(3):
+                    g = next(it)
+                    dst[i].copy_(g) if g is not None else dst[i].zero_()
+            else:
+                g = next(it)
+                part.copy_(g) if g is not None else part.zero_()
+        return buf, None, None
+
+
+class _MergeHeads(torch.autograd.Function):
+    """Every run's attention output back into one (T, H * Dh) stream: a view run's (G, H, N, Dh), a gathered run's
+    (size, H * Dh) rows, written into one buffer (one pass); backward hands each run a view of the gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, segments: list[StreamSegment], *outs: Tensor) -> Tensor:
+        ctx.segments = segments
+        width = outs[0].shape[1] * outs[0].shape[3] if segments[0].index is None else outs[0].shape[1]
+        buf = outs[0].new_empty(sum(seg.size for seg in segments), width)
+        for seg, part, out in zip(segments, buf.split([seg.size for seg in segments]), outs, strict=True):
+            if seg.index is None:
+                rearrange(part, "(g n) (h d) -> g h n d", n=seg.length, h=out.shape[1]).copy_(out)
+            else:
+                part.copy_(out)
+        ctx.heads = next((o.shape[1] for seg, o in zip(segments, outs, strict=True) if seg.index is None), 1)
+        return buf
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        parts = grad.split([seg.size for seg in ctx.segments])
+        return (None, *(rearrange(part, "(g n) (h d) -> g h n d", n=seg.length, h=ctx.heads) if seg.index is None
+                        else part for seg, part in zip(ctx.segments, parts, strict=True)))  # fmt: skip
+
+
 def stream_attention(
     qkv: Tensor,
     plan: StreamPlan,
@@ -231,8 +287,8 @@ def stream_attention(
     dropout: float = 0.0,
 ) -> Tensor:
     """Variable-length self-attention over one packed stream, from the fused projection: each item's full-length
-    samples attend as a view of the stream (no copy), its padded samples through one gather into their layout and one
-    back (both with gather backwards). Everything between attentions runs on the stream: no padding anywhere.
+    samples attend as views of the stream, its padded samples through one gather into their layout and one back
+    (both with gather backwards). Everything between attentions runs on the stream: no padding anywhere.
 
     Args:
         qkv: (T, 3 * H * Dh) the projection of the stream's T tokens, (three h d) along the last axis.
@@ -240,19 +296,23 @@ def stream_attention(
     Returns:
         (T, H * Dh) in stream order.
     """
-    parts = qkv.split([seg.size for seg in plan.segments])  # its backward is one cat
+    pieces = iter(_SplitHeads.apply(qkv, plan.segments, heads))
     outs = []
-    for seg, part in zip(plan.segments, parts, strict=True):
-        rows = part if seg.index is None else _gather_rows(part, seg.index, seg.inverse)
-        q, k, v = rearrange(rows, "(g n) (three h d) -> three g h n d", n=seg.length, three=3, h=heads)
+    for seg in plan.segments:
+        if seg.index is None:
+            q, k, v = next(pieces), next(pieces), next(pieces)
+        else:
+            rows = _gather_rows(next(pieces), seg.index, seg.inverse)
+            q, k, v = rearrange(rows, "(g n) (three h d) -> three g h n d", n=seg.length, three=3, h=heads)
         q, k = q_norm(q), k_norm(k)
         if seg.safe_mask is None:
             ob = sdpa(q, k, v, None, dropout)
         else:
             ob = safe_sdpa(q, k, v, seg.safe_mask, seg.has_key, dropout)  # (G, H, N, Dh)
-        out = rearrange(ob, "g h n d -> (g n) (h d)")
-        outs.append(out if seg.index is None else _gather_rows(out, seg.compact, seg.compact_inverse))
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+        if seg.index is not None:
+            ob = _gather_rows(rearrange(ob, "g h n d -> (g n) (h d)"), seg.compact, seg.compact_inverse)
+        outs.append(ob)
+    return _MergeHeads.apply(plan.segments, *outs)
 
 
 @functools.cache

@@ -212,12 +212,12 @@ def stream_plan(item_masks: list[Tensor | None], info: PackInfo) -> StreamPlan:
         b, nk = pad.shape
         if mask is not None and tuple(mask.shape) != (b, nk, nk):
             raise ValueError(f"item_masks[{k}]: expected ({b}, {nk}, {nk}) bool, got {tuple(mask.shape)}")
-        lengths = pad.sum(1)
-        order = sorted(range(b), key=lambda j: -int(lengths[j]))  # the stream's order (``pack``'s, stable)
-        full = [j for j in order if int(lengths[j]) == nk]
-        rest = [j for j in order if int(lengths[j]) < nk]
+        lengths = pad.sum(1).tolist()
+        order = sorted(range(b), key=lambda j: -lengths[j])  # the stream's order (``pack``'s, stable)
+        full = [j for j in order if lengths[j] == nk]
+        rest = [j for j in order if lengths[j] < nk]
         if full:
-            m = None if mask is None else mask[full]
+            m = None if mask is None else (mask if len(full) == b else mask[full])
             segments.append(StreamSegment(len(full) * nk, len(full), nk, *_safe(m)))
         if rest:
             sub = pad[rest]  # (P, N)
@@ -229,7 +229,7 @@ def stream_plan(item_masks: list[Tensor | None], info: PackInfo) -> StreamPlan:
             allowed = both if mask is None else mask[rest] & both
             segments.append(StreamSegment(size, len(rest), nk, *_safe(allowed), index=index, inverse=real,
                                           compact=real, compact_inverse=index))  # fmt: skip
-        offset += int(lengths.sum())
+        offset += sum(lengths)
     if offset != info.max_len:
         raise ValueError(f"stream_plan: the items hold {offset} tokens, the stream {info.max_len}")
     return StreamPlan(segments)

@@ -113,7 +113,7 @@ class JointTask(ClipsByConfig):
                 data module (``omni.data.JointDataModule``) is given.
             trunk: the shared transformer's sizes; each member keeps its own ``masks`` / ``mask_defs``.
             batching: ``per_task`` (one task a step) or ``packed`` (every task each step, packed rows).
-            pack_len: tokens per packed row; the longest sample must fit.
+            pack_len: tokens per packed row (``pack_attention`` rows and segments); the longest sample must fit.
             pack_attention: how packed samples attend. ``stream``: every sample of the step in one row without a
                 single padded slot, attention sample by sample (variable-length attention, as FlashAttention's
                 ``cu_seqlens``): each task's full-length samples attend as a view of the row, its padded ones
