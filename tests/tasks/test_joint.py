@@ -330,8 +330,12 @@ def test_the_throughput_benchmark_times_the_packable_tasks_and_reports_consisten
     assert row["throughput"]["tasks"] == ["digits", "speech", "hopper"]  # fusion runs on its own
     for draw in ("bucketed", "random"):
         t = row["throughput"][draw]
-        assert 0 < t["padding_efficiency_per_task"] <= 1 and 0 < t["padding_efficiency_packed"] <= 1
-        assert t["packed_speedup"] == pytest.approx(t["tokens_per_s_packed"] / t["tokens_per_s_per_task"], rel=1e-2)
+        assert 0 < t["padding_efficiency_per_task"] <= 1 and 0 < t["padding_efficiency_packed_rows"] <= 1
+        for mode in ("stream", "segments", "rows"):
+            ratio = t[f"tokens_per_s_packed_{mode}"] / t["tokens_per_s_per_task"]
+            assert t[f"packed_{mode}_speedup"] == pytest.approx(ratio, rel=1e-2)
+        assert row["throughput"]["packed"] == "pack_attention: stream (auto)"  # what a CPU run packs with
+        assert t["packed_speedup"] == t["packed_stream_speedup"]
 
 
 def test_the_transfer_benchmark_cuts_every_tasks_data_the_same_way_for_the_joint_and_the_single_runs() -> None:
