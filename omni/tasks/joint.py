@@ -11,10 +11,12 @@ Batches come two ways (``batching``):
 - ``per_task``: one task a step, in a schedule drawn in proportion to each task's steps (``omni.data.joint``);
   the step is the member's own step, its loss scaled by the member's ``weight``.
 - ``packed``: a batch of every task each step. The samples of the tasks whose forward is tokenizer -> trunk ->
-  heads (``OmniTask.packable``: classification, speech, Decision Transformer) are packed into shared rows of
-  ``pack_len`` tokens (``omni.tokens.pack``): one row may hold an image, an utterance and a trajectory, kept apart by
-  their ``sample`` numbers, each token under its own task's mask for the layer. The others (the fusion detector edits
-  its tokens inside the trunk) run on their own in the same step.
+  heads (``OmniTask.packable``: classification, speech, Decision Transformer) are packed together
+  (``omni.tokens.pack``): one row may hold an image, an utterance and a trajectory, each token under its own task's
+  mask for the layer. ``pack_attention`` says how they attend: one row without padding and attention sample by
+  sample (``stream``, variable-length attention), or rows of ``pack_len`` under a mask that keeps samples apart by
+  their ``sample`` numbers (``rows``). The others (the fusion detector edits its tokens inside the trunk) run on
+  their own in the same step.
 
 Metrics are logged under each member's name (``val/speech/wer``, ``test/hopper/score``); each member's artifacts go
 to ``<run directory>/<name>/``.
