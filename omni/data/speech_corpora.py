@@ -54,6 +54,7 @@ class LibriSpeechDataModule(SpeechDataModule):
         speed_perturb: list[float] | None = [0.9, 1.0, 1.1],  # noqa: B006
         num_workers: int = 0,
         seed: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -72,6 +73,7 @@ class LibriSpeechDataModule(SpeechDataModule):
             speed_perturb: speed factors for training audio; None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.
             seed: seed of the batch order (with the epoch).
+            train_fraction: keep this share of the training utterances (the same seeded cut in every run).
         """
         super().__init__(
             vocab=vocab,
@@ -84,6 +86,7 @@ class LibriSpeechDataModule(SpeechDataModule):
             speed_perturb=speed_perturb,
             num_workers=num_workers,
             seed=seed,
+            train_fraction=train_fraction,
         )
         if isinstance(train_splits, str) or not train_splits:
             raise ValueError(f"train_splits: expected a non-empty list of subset names, got {train_splits!r}")
@@ -135,6 +138,7 @@ class SpeechCommandsDataModule(SpeechDataModule):
         speed_perturb: list[float] | None = [0.9, 1.0, 1.1],  # noqa: B006 (LightningCLI shows it; never mutated)
         num_workers: int = 0,
         seed: int = 0,
+        train_fraction: float = 1.0,
     ) -> None:
         """
         Args:
@@ -149,6 +153,7 @@ class SpeechCommandsDataModule(SpeechDataModule):
             speed_perturb: speed factors for training audio; None or [] for none.
             num_workers: DataLoader worker processes; 0 loads in the main process.
             seed: seed of the batch order (with the epoch).
+            train_fraction: keep this share of the training utterances (the same seeded cut in every run).
         """
         super().__init__(
             vocab=vocab,
@@ -161,6 +166,7 @@ class SpeechCommandsDataModule(SpeechDataModule):
             speed_perturb=speed_perturb,
             num_workers=num_workers,
             seed=seed,
+            train_fraction=train_fraction,
         )
         self.root = Path(root)
 

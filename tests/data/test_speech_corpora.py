@@ -109,3 +109,22 @@ def test_speech_commands_errors(commands, tmp_path):
         SpeechCommandsDataModule(str(commands)).setup("fit")
     with pytest.raises(ValueError, match="root: expected Speech Commands v0.02 at .*, got no such folder"):
         SpeechCommandsDataModule(str(tmp_path / "elsewhere")).setup("fit")
+
+
+@pytest.mark.parametrize("kind", ["libri", "commands"])
+def test_a_train_fraction_keeps_the_same_share_of_training_clips_and_every_validation_one(kind, libri, commands):
+    make = {
+        "libri": lambda **kw: LibriSpeechDataModule(str(libri), train_splits=["train-clean-100", "train-clean-360"],
+                                                    speed_perturb=None, **kw),
+        "commands": lambda **kw: SpeechCommandsDataModule(str(commands), speed_perturb=None, **kw),
+    }[kind]  # fmt: skip
+    full, half = make(), make(train_fraction=0.5)
+    for dm in (full, half):
+        dm.setup("fit")
+    everything = sorted(u.audio for u in full.train_set.utterances)
+    kept = sorted(u.audio for u in half.train_set.utterances)
+    assert len(kept) == len(everything) // 2 and set(kept) < set(everything)
+    again = make(train_fraction=0.5)
+    again.setup("fit")
+    assert sorted(u.audio for u in again.train_set.utterances) == kept  # the same cut in every run
+    assert sorted(u.audio for u in half.val_set.utterances) == sorted(u.audio for u in full.val_set.utterances)
