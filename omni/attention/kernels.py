@@ -229,7 +229,7 @@ class _SplitHeads(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, qkv: Tensor, segments: list[StreamSegment], heads: int) -> tuple[Tensor, ...]:
-        ctx.segments, ctx.heads, ctx.shape = segments, heads, qkv.shape
+        ctx.segments, ctx.heads, ctx.spec = segments, heads, (qkv.shape, qkv.dtype, qkv.device)
         outs: list[Tensor] = []
         for seg, part in zip(segments, qkv.split([seg.size for seg in segments]), strict=True):
             if seg.index is None:
@@ -239,18 +239,17 @@ class _SplitHeads(torch.autograd.Function):
         return tuple(outs)
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor, None, None]:
-        buf = grads[0].new_empty(ctx.shape) if grads[0] is not None else torch.empty(ctx.shape)
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None, None]:  # unused outputs' grads come as zeros
+        shape, dtype, device = ctx.spec
+        buf = torch.empty(shape, dtype=dtype, device=device)
         it = iter(grads)
         for seg, part in zip(ctx.segments, buf.split([seg.size for seg in ctx.segments]), strict=True):
             if seg.index is None:
                 dst = rearrange(part, "(g n) (three h d) -> three g h n d", n=seg.length, three=3, h=ctx.heads)
                 for i in range(3):
-                    g = next(it)
-                    dst[i].copy_(g) if g is not None else dst[i].zero_()
+                    dst[i].copy_(next(it))
             else:
-                g = next(it)
-                part.copy_(g) if g is not None else part.zero_()
+                part.copy_(next(it))
         return buf, None, None
 
 
