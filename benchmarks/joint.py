@@ -185,7 +185,8 @@ def fit_single(name: str, ref: TaskRef, p: dict[str, Any], seed: int, runs: Path
 
 
 def compare(p: dict[str, Any], joint: list[dict], single: dict[str, list[dict]]) -> dict[str, Any]:
-    """Per task: the metric's mean over seeds, joint and single, and joint relative to single."""
+    """Per task: the metric's mean over seeds (and each seed's), joint and single, and joint relative to single (the
+    means)."""
     out = {}
     for name, ref in p["tasks"].items():
         metric, mode = metric_of(ref)
@@ -194,8 +195,10 @@ def compare(p: dict[str, Any], joint: list[dict], single: dict[str, list[dict]])
         row: dict[str, Any] = {"metric": metric, "better": "higher" if mode == "max" else "lower"}
         if j and None not in j:
             row["joint"] = round(statistics.mean(j), 4)
+            row["joint_per_seed"] = [round(x, 4) for x in j]
         if s and None not in s:
             row["single"] = round(statistics.mean(s), 4)
+            row["single_per_seed"] = [round(x, 4) for x in s]
         if "joint" in row and "single" in row and row["single"]:
             ratio = row["joint"] / row["single"]
             row["joint_over_single"] = round(ratio, 3)
