@@ -313,6 +313,21 @@ def test_the_benchmark_compares_scores_as_ratios_and_errors_as_multiples() -> No
     assert rows["fusion"]["holds"]  # 0.909
 
 
+def test_the_benchmark_judges_the_means_over_seeds_and_keeps_each_seed() -> None:
+    bench = benchmark()
+    p = bench.plan([str(ROOT / "configs/omni_all.yaml")], [])
+    maps = {"joint": [0.145, 0.124], "single": [0.172, 0.052]}  # seed 0 alone fails, the means hold
+    metrics = {"test/digits/acc": 0.9, "test/speech/wer": 0.05, "test/hopper/score": 40.0}
+    joint = [{"metrics": {**metrics, "test/fusion/mAP": m}} for m in maps["joint"]]
+    single = {"fusion": [{"metrics": {"test/mAP": m}} for m in maps["single"]]}
+    row = bench.compare(p, joint, single)["fusion"]
+    assert row["joint_per_seed"] == maps["joint"] and row["single_per_seed"] == maps["single"]
+    assert row["joint"] == pytest.approx(0.1345) and row["single"] == pytest.approx(0.112)
+    assert row["holds"] and row["joint_over_single"] == pytest.approx(1.201, abs=1e-3)
+    assert "single" not in bench.compare(p, joint, single)["digits"]  # no single run: no ratio, no verdict
+    assert "holds" not in bench.compare(p, joint, single)["digits"]
+
+
 def test_the_joint_model_has_a_quarter_of_four_models_trunk_parameters() -> None:
     bench = benchmark()
     counts = bench.parameters(bench.plan([str(ROOT / "configs/omni_all.yaml")], []))
