@@ -322,9 +322,11 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:]
     try:
         from omni.denormals import flush_denormals
+        from omni.ranks import close_process_group
 
         flush_denormals()  # the console command only: a caller's process (a test suite's) keeps its float mode
         _main(argv, None)
+        close_process_group()  # a DDP run's ranks end together (see omni.ranks)
     except ValueError as e:
         if os.environ.get("OMNI_DEBUG"):
             raise

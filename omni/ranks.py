@@ -17,11 +17,26 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["all_ranks", "global_count"]
+__all__ = ["all_ranks", "close_process_group", "global_count"]
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def close_process_group() -> None:
+    """End a command's process group on every rank: wait for the others, then destroy it. A no-op without one.
+
+    Lightning starts the group and leaves it open when ``fit`` or ``predict`` returns. Left to Python's exit, gloo's
+    worker threads can be torn down while a peer is still closing its side, and the process aborts ("terminate called
+    without an active exception", status -6) after its work is done. Every rank must call this, as the last thing its
+    command does.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def all_ranks(obj: Any) -> list[Any]:

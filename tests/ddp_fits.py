@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from omni.cli import main
+from omni.ranks import close_process_group
 
 if __name__ == "__main__":
     for job in json.loads(Path(sys.argv[1]).read_text()):
         main(job)
+    close_process_group()  # both ranks end the group together, as the console command does

@@ -248,3 +248,19 @@ def test_the_fsdp_overlay_fits_and_writes_a_whole_checkpoint(tmp_path):
     state = torch.load(run / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     task = load_task(Classifier, run / "checkpoints/last.ckpt")  # a whole checkpoint: loads into one process's model
     assert state.keys() == task.state_dict().keys()
+
+
+def test_close_process_group_ends_the_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    from omni.ranks import close_process_group
+
+    close_process_group()  # no group: nothing to do, nothing raised
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        close_process_group()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
