@@ -1,7 +1,7 @@
 """Camera + radar fusion on the simulated corpus: the fused model (modality dropout) against camera-only and
 radar-only models with the same trunk, data and budget, per seed, evaluated per condition and sensor set.
 
-    python benchmarks/fusion.py                     # corpus if missing, 3 models x seeds 0 1 2 (~8-9 min a run)
+    python benchmarks/fusion.py                     # corpus if missing, 3 models x seeds 0 1 2 (~6-7 min a run)
     python benchmarks/fusion.py --seeds 0 --models fusion fusion_camera
     python benchmarks/fusion.py --tiny              # a smoke run: tiny corpus and overlays, nothing recorded
 
@@ -9,7 +9,8 @@ radar-only models with the same trunk, data and budget, per seed, evaluated per 
    ``meta.json``.
 2. For each model and seed: ``omni fit --config configs/<model>.yaml`` in its own process, tested on the ``last``
    checkpoint; ``train_wall_s`` is the whole command (validation and test included). Fits run with
-   ``OMP_NUM_THREADS=1`` unless it is set (on shared cores, two threads oversubscribe; see configs/fusion.yaml).
+   ``OMP_NUM_THREADS=2`` unless it is set (the benchmark runs alone on two cores; on cores shared with another job
+   set it to 1: two threads there oversubscribe).
    The fused model is tested with both sensors, the camera alone and the radar alone (its ``eval_sensors``).
 3. Means over seeds of mAP, mATE, mAVE, mAOE and NDS per (model, sensors, condition), and the issue's checks:
    fused mAP vs the best single-sensor model on clear and fog, fused mAVE vs camera-only, the fused model with a
@@ -68,7 +69,7 @@ def fit(model: str, seed: int, root: Path, runs: Path, tiny: bool) -> dict[str, 
         "--test_checkpoint", "last",
     ]  # fmt: skip
     t0 = time.perf_counter()
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # see configs/fusion.yaml
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}  # see the docstring
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
