@@ -55,6 +55,22 @@ def ensure_corpus(root: Path, scenes: int, shard_size: int) -> dict[str, Any]:
     return build_fusion_corpus(root, spec, progress=sys.stderr.isatty())
 
 
+def reused(model: str, seed: int, runs: Path) -> dict[str, Any] | None:
+    """A finished fit's record from its run directory (``--reuse``), or None where it did not finish.
+
+    ``wall.json`` holds the whole command's wall time; a run written before that file existed gets the span from
+    its ``config.yaml`` (written as training starts) to its ``metrics.json`` (after the test), a few seconds short
+    of the command's (start-up), and says so in ``wall_from``."""
+    run = runs / f"bench_{model}" / f"seed{seed}"
+    if not (run / "metrics.json").is_file():
+        return None
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    if (run / "wall.json").is_file():
+        return {"train_wall_s": json.loads((run / "wall.json").read_text())["train_wall_s"], "metrics": metrics}
+    span = (run / "metrics.json").stat().st_mtime - (run / "config.yaml").stat().st_mtime
+    return {"train_wall_s": round(span, 1), "wall_from": "file times", "metrics": metrics}
+
+
 def fit(model: str, seed: int, root: Path, runs: Path, tiny: bool) -> dict[str, Any]:
     name = f"bench_{model}"
     configs = ["--config", f"configs/{model}.yaml"] + (["--config", f"configs/{model}_tiny.yaml"] if tiny else [])
@@ -74,7 +90,9 @@ def fit(model: str, seed: int, root: Path, runs: Path, tiny: bool) -> dict[str, 
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"omni fit failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    metrics = json.loads((runs / name / f"seed{seed}" / "metrics.json").read_text())["metrics"]
+    run = runs / name / f"seed{seed}"
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    (run / "wall.json").write_text(json.dumps({"train_wall_s": round(wall, 1)}))
     main = MODELS[model][0]
     print(f"{model:>14} seed {seed}: {main} mAP {metrics.get(f'test/{main}/mAP', float('nan')):.3f} "
           f"NDS {metrics.get(f'test/{main}/NDS', float('nan')):.3f} ({wall:.0f} s)", flush=True)  # fmt: skip
@@ -131,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     p.add_argument("--tiny", action="store_true", help="smoke run: 24 scenes, the tiny overlays, nothing recorded")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a (model, seed) whose run directory holds a finished fit instead of fitting it again "
+                        "(an interrupted benchmark goes on; runs/bench_<model>/seed<k>)")  # fmt: skip
     a = p.parse_args(argv)
     tmp = tempfile.TemporaryDirectory() if a.tiny else None
     base = Path(tmp.name) if tmp else ROOT
@@ -141,7 +162,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
     for model in a.models:
         for seed in a.seeds:
-            runs.setdefault(model, []).append(fit(model, seed, root, runs_dir, a.tiny))
+            done = reused(model, seed, runs_dir) if a.reuse else None
+            if done is not None:
+                print(f"{model:>14} seed {seed}: reused {runs_dir / f'bench_{model}' / f'seed{seed}'}", flush=True)
+            runs.setdefault(model, []).append(done or fit(model, seed, root, runs_dir, a.tiny))
     t = table(runs)
     result = {
         "seeds": a.seeds,
@@ -149,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "simulator": meta["simulator"],
         "scenes_per_second": meta.get("scenes_per_second"),
         "train_wall_s": {m: [r["train_wall_s"] for r in rs] for m, rs in runs.items()},
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "2")),
+        "reused": {m: [s for s, r in zip(a.seeds, rs, strict=True) if "wall_from" in r] for m, rs in runs.items()},
         "results": t,
         "checks": checks(t) if set(a.models) == set(MODELS) else {},
         "tiny": a.tiny,
