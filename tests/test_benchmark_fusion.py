@@ -42,7 +42,11 @@ def test_reuse_takes_a_finished_fit_and_its_wall_time_and_skips_an_unfinished_on
     os.utime(run / "config.yaml", (1000.0, 1000.0))
     os.utime(run / "metrics.json", (1377.5, 1377.5))
     assert bench.reused("fusion_radar", 1, tmp_path) == {  # an older run: the span of its files, marked as such
-        "train_wall_s": 377.5, "wall_from": "file times", "metrics": metrics["metrics"]}  # fmt: skip
+        "train_wall_s": 377.5, "reused": True, "wall_from": "file times", "metrics": metrics["metrics"]}  # fmt: skip
     (run / "wall.json").write_text(json.dumps({"train_wall_s": 381.2}))
-    assert bench.reused("fusion_radar", 1, tmp_path) == {"train_wall_s": 381.2, "metrics": metrics["metrics"]}
+    assert bench.reused("fusion_radar", 1, tmp_path) == {
+        "train_wall_s": 381.2,
+        "reused": True,
+        "metrics": metrics["metrics"],
+    }
     assert bench.reused("fusion_radar", 2, tmp_path) is None and bench.reused("fusion", 1, tmp_path) is None
