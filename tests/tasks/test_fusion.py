@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -390,3 +391,48 @@ def test_camera_resample_learns_and_checks_its_layers(batch) -> None:
     trunk = {"dim": 16, "depth": 2, "heads": 2}
     with pytest.raises(ValueError, match="camera_resample: needs a camera tokenizer"):
         FusionDetector(trunk=trunk, tokenizers=radar_only, camera_resample=[1])
+
+
+class _Snapshots(L.Callback):
+    """The camera tokenizer's and the radar tokenizer's weights after every training step."""
+
+    def __init__(self) -> None:
+        self.camera: list[torch.Tensor] = []
+        self.radar: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        flat = {k: torch.cat([p.detach().flatten().clone() for p in t.parameters()])
+                for k, t in module.model.tokenizers.items()}  # fmt: skip
+        self.camera.append(flat["camera"])
+        self.radar.append(flat["radar"])
+
+
+@pytest.mark.parametrize("warmup", [2, 0.5])
+def test_radar_warmup_trains_the_radar_alone_for_its_steps_then_every_sensor(corpus, warmup) -> None:
+    """``radar_warmup``: the first steps (a count, or a fraction of the trainer's steps) leave the camera out, so its
+    tokenizer does not move while the radar's does; from then on the camera trains too."""
+    model = detector(radar_warmup=warmup, camera_resample=[1], modality_dropout={"camera": 0.2, "radar": 0.05})
+    seen: list[set[str]] = []
+    original = model.forward
+    model.forward = lambda inputs, sensors=None: (seen.append(set(inputs)), original(inputs, sensors))[1]
+    snaps = _Snapshots()
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[snaps],
+                        accelerator="cpu")  # fmt: skip
+    before = torch.cat([p.detach().flatten().clone() for p in model.model.tokenizers["camera"].parameters()])
+    trainer.fit(model, FusionDataModule(str(corpus), batch_size=4, val_shards=1, test_shards=1))
+    assert model.radar_warmup_steps() == 2
+    assert seen == [{"radar", "ego"}] * 2 + [{"camera", "radar", "ego"}] * 2
+    assert torch.equal(snaps.camera[0], before) and torch.equal(snaps.camera[1], before)  # untouched while warming
+    assert not torch.equal(snaps.camera[2], before)  # then trained
+    assert not torch.equal(snaps.radar[0], snaps.radar[1])  # the radar trains from the first step
+
+
+def test_radar_warmup_checks_its_value_and_needs_both_sensors() -> None:
+    for bad in (-1, True, "0.5"):
+        with pytest.raises(ValueError, match="radar_warmup: expected a fraction of the steps"):
+            detector(radar_warmup=bad)
+    radar_only = {"radar": lambda d: SensorTokenizer(d, in_features=6, name="radar")}
+    with pytest.raises(ValueError, match="radar_warmup: needs both a camera and a radar tokenizer"):
+        FusionDetector(trunk={"dim": 16, "depth": 1, "heads": 2}, tokenizers=radar_only, radar_warmup=0.5)
+    assert detector(radar_warmup=0.5).radar_warmup_steps() == 0  # no trainer, no steps to take a fraction of
