@@ -324,16 +324,39 @@ class Local(Mask):
             return self
         return replace(self, table=self._table(pos.shape[-1], pos.device, pos.dtype))
 
-    def allowed(self, q: Side, k: Side) -> Tensor:
-        diff = (q.pos - k.pos).abs()  # (B, N, N, P), or (P,) on the flex path
+    def _radii(self, pos: Tensor, modality: Tensor) -> Tensor | None:
+        """(..., P) radius per coordinate dim for tokens of ``modality`` (shaped like one side's modality), or None
+        for one radius everywhere (``self.radius``)."""
         if not self.per_modality:
-            return (diff.amax(dim=-1) <= self.radius) & (q.modality == k.modality)
+            return None
         table = self.table
-        if table is None or table.shape[-1] != diff.shape[-1] or table.device != diff.device:
-            table = self._table(diff.shape[-1], diff.device, diff.dtype)
+        if table is None or table.shape[-1] != pos.shape[-1] or table.device != pos.device:
+            table = self._table(pos.shape[-1], pos.device, pos.dtype)
         m = table.shape[0] - 1
-        row = torch.where((q.modality >= 0) & (q.modality < m), q.modality, m)  # the query's modality
-        return (diff <= table[row]).all(dim=-1) & (q.modality == k.modality)
+        return table[torch.where((modality >= 0) & (modality < m), modality, m)]
+
+    def _within(self, diffs: Sequence[Tensor], radii: Tensor | None) -> Tensor:
+        """Every coordinate dim's |difference| (each (B, N, N)) within its radius, ``radii`` (..., P) or None for
+        ``self.radius``. One dim at a time: a (B, N, N, P) difference tensor is never built (it took most of a
+        fused detector's mask time)."""
+        out: Tensor | None = None
+        for d, diff in enumerate(diffs):
+            ok = diff <= (self.radius if radii is None else radii[..., d])
+            out = ok if out is None else out & ok
+        assert out is not None, "pos has at least one coordinate dim"
+        return out
+
+    def _within_flex(self, diff: Tensor, radii: Tensor | None) -> Tensor:
+        """The flex path's ``mask_mod``: diff (P,) and radii (P,) at once (Inductor cannot lower per-dim selects
+        there)."""
+        return diff.amax(dim=-1) <= self.radius if radii is None else (diff <= radii).all(dim=-1)
+
+    def allowed(self, q: Side, k: Side) -> Tensor:
+        radii = self._radii(q.pos, q.modality)  # the query's modality's
+        if q.pos.ndim == 1:  # flex: one pair, pos (P,)
+            return self._within_flex((q.pos - k.pos).abs(), radii) & (q.modality == k.modality)
+        diffs = [(q.pos[..., d] - k.pos[..., d]).abs() for d in range(q.pos.shape[-1])]  # each (B, N, N)
+        return self._within(diffs, radii) & (q.modality == k.modality)
 
 
 @dataclass(frozen=True)
@@ -369,24 +392,28 @@ class Near(Local):
         return replace(bound, shifts=tuple((k, tuple(sorted(set(ix)))) for k, ix in sorted(groups.items())))
 
     def allowed(self, q: Side, k: Side) -> Tensor:
-        diff = (q.pos - k.pos).abs()  # (B, N, N, P), or (P,) on the flex path
-        if self.shift:
-            if self.shifts is None:
-                _unbound("near.shift", [key for key, _ in self.shift])  # type: ignore[misc]
+        if self.shift and self.shifts is None:
+            _unbound("near.shift", [key for key, _ in self.shift])  # type: ignore[misc]
+        radii = self._radii(k.pos, k.modality)  # the key's modality's
+        if q.pos.ndim == 1:  # flex: one pair, pos (P,)
+            diff = (q.pos - k.pos).abs()
             for dims, ids in self.shifts or ():
-                moved = torch.cat([q.pos[..., dims:], torch.zeros_like(q.pos[..., :dims])], dim=-1)
+                moved = torch.cat([q.pos[dims:], torch.zeros_like(q.pos[:dims])])
                 hit = k.modality == ids[0]
                 for i in ids[1:]:
                     hit = hit | (k.modality == i)
-                diff = torch.where(hit.unsqueeze(-1), (moved - k.pos).abs(), diff)
-        if not self.per_modality:
-            return diff.amax(dim=-1) <= self.radius
-        table = self.table
-        if table is None or table.shape[-1] != diff.shape[-1] or table.device != diff.device:
-            table = self._table(diff.shape[-1], diff.device, diff.dtype)
-        m = table.shape[0] - 1
-        row = torch.where((k.modality >= 0) & (k.modality < m), k.modality, m)  # the key's modality
-        return (diff <= table[row]).all(dim=-1)
+                diff = torch.where(hit, (moved - k.pos).abs(), diff)
+            return self._within_flex(diff, radii)
+        p = q.pos.shape[-1]
+        diffs = [(q.pos[..., d] - k.pos[..., d]).abs() for d in range(p)]  # each (B, N, N)
+        for dims, ids in self.shifts or ():
+            hit = k.modality == ids[0]
+            for i in ids[1:]:
+                hit = hit | (k.modality == i)
+            # the query's dim d + dims against the key's dim d; dims shifted past P count as 0
+            moved = [q.pos[..., d + dims] if d + dims < p else torch.zeros_like(q.pos[..., d]) for d in range(p)]
+            diffs = [torch.where(hit, (moved[d] - k.pos[..., d]).abs(), diffs[d]) for d in range(p)]
+        return self._within(diffs, radii)
 
 
 @dataclass(frozen=True)
