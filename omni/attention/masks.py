@@ -391,25 +391,28 @@ class Near(Local):
             groups.setdefault(k, []).extend(_modality_indices("near.shift", key, modality_names))
         return replace(bound, shifts=tuple((k, tuple(sorted(set(ix)))) for k, ix in sorted(groups.items())))
 
+    @staticmethod
+    def _key_of(k: Side, ids: tuple[int, ...]) -> Tensor:
+        """True where the key's modality is one of the table indices ``ids``."""
+        hit = k.modality == ids[0]
+        for i in ids[1:]:
+            hit = hit | (k.modality == i)
+        return hit
+
     def allowed(self, q: Side, k: Side) -> Tensor:
         if self.shift and self.shifts is None:
             _unbound("near.shift", [key for key, _ in self.shift])  # type: ignore[misc]
         radii = self._radii(k.pos, k.modality)  # the key's modality's
+        shifted = [(dims, self._key_of(k, ids)) for dims, ids in self.shifts or ()]  # (dims, keys it applies to)
         if q.pos.ndim == 1:  # flex: one pair, pos (P,)
             diff = (q.pos - k.pos).abs()
-            for dims, ids in self.shifts or ():
+            for dims, hit in shifted:
                 moved = torch.cat([q.pos[dims:], torch.zeros_like(q.pos[:dims])])
-                hit = k.modality == ids[0]
-                for i in ids[1:]:
-                    hit = hit | (k.modality == i)
                 diff = torch.where(hit, (moved - k.pos).abs(), diff)
             return self._within_flex(diff, radii)
         p = q.pos.shape[-1]
         diffs = [(q.pos[..., d] - k.pos[..., d]).abs() for d in range(p)]  # each (B, N, N)
-        for dims, ids in self.shifts or ():
-            hit = k.modality == ids[0]
-            for i in ids[1:]:
-                hit = hit | (k.modality == i)
+        for dims, hit in shifted:
             # the query's dim d + dims against the key's dim d; dims shifted past P count as 0
             moved = [q.pos[..., d + dims] if d + dims < p else torch.zeros_like(q.pos[..., d]) for d in range(p)]
             diffs = [torch.where(hit, (moved[d] - k.pos[..., d]).abs(), diffs[d]) for d in range(p)]
