@@ -111,7 +111,8 @@ def test_sparse_path_equals_dense_with_gradients_and_no_nan(tokens, expr):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     for g, gr in zip(grads, grads_ref, strict=True):
         assert torch.isfinite(g).all()
-        torch.testing.assert_close(g, gr, atol=1e-5, rtol=1e-5)
+        # float32 sums in another order: gradients differ by ~1e-5 (a wrong mask moves them by orders more)
+        torch.testing.assert_close(g, gr, atol=1e-4, rtol=1e-4)
     empty = ~dense.any(-1)  # (B, N): queries with nothing to attend output zeros
     assert (out.detach().transpose(1, 2)[empty] == 0).all()
     with torch.no_grad():  # inference takes another branch: reused buffers, outputs written in place
