@@ -126,6 +126,7 @@ class OmniModel(nn.Module):
         else:
             self.layer_masks = [m.bind(names) for m in cfg.layer_masks()]
             self.layer_mask_names = [cfg.masks[i % len(cfg.masks)] for i in range(cfg.depth)]
+        self.layer_exited = self._exits(cfg.exits, names, cfg.depth)
         self.plans = PlanCache()
         self.modality_embed = nn.Embedding(len(names), dim)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
@@ -186,13 +187,47 @@ class OmniModel(nn.Module):
             start += t.num_tokens
         return Tokens.cat([t for _, t in parts]), spans
 
-    def attention_plans(self, tokens: Tokens, path: AttentionPath) -> list[Plan]:
-        """One mask plan per layer: each distinct mask is built once (or fetched from the cache) and shared."""
-        built: dict[mask_lib.Mask, Plan] = {}
-        for m in self.layer_masks:
-            if m not in built:
-                built[m] = self.plans.get(m, tokens, path)
-        return [built[m] for m in self.layer_masks]
+    @staticmethod
+    def _exits(exits: Mapping[str, int], names: list[str], depth: int) -> list[tuple[int, ...]]:
+        """``TransformerConfig.exits`` -> per layer, the modality indices whose tokens have left the trunk."""
+        for name in exits:
+            if name not in names:
+                raise ValueError(f"TransformerConfig.exits: unknown modality {name!r}; expected some of {names}")
+        return [tuple(sorted(names.index(n) for n, layers in exits.items() if i >= layers)) for i in range(depth)]
+
+    def layer_tokens(self, tokens: Tokens) -> list[Tensor | None]:
+        """Per layer, None (every token takes part) or the (N_l,) indices of the tokens that do (``exits``)."""
+        out: list[Tensor | None] = []
+        made: dict[tuple[int, ...], Tensor | None] = {(): None}
+        for exited in self.layer_exited:
+            if exited not in made:
+                keep = ~torch.isin(tokens.modality, tokens.modality.new_tensor(exited))  # (B, N)
+                if not bool((keep == keep[:1]).all()):
+                    raise ValueError(
+                        "TransformerConfig.exits: expected the exiting modalities at the same positions in every row "
+                        "(one layout per batch, not packed rows of different samples), got rows that differ"
+                    )
+                made[exited] = keep[0].nonzero().squeeze(-1)
+            out.append(made[exited])
+        return out
+
+    def attention_plans(
+        self, tokens: Tokens, path: AttentionPath, active: list[Tensor | None] | None = None
+    ) -> list[Plan]:
+        """One mask plan per layer: each distinct mask is built once (or fetched from the cache) and shared. With
+        ``active`` (``layer_tokens``), a layer's mask is built on the tokens that layer runs on."""
+        active = active or [None] * len(self.layer_masks)
+        built: dict[tuple[mask_lib.Mask, int], Plan] = {}
+        subsets: dict[int, Tokens] = {}
+        plans = []
+        for m, rows in zip(self.layer_masks, active, strict=True):
+            key = (m, id(rows))
+            if key not in built:
+                if rows is not None and id(rows) not in subsets:
+                    subsets[id(rows)] = tokens[rows]
+                built[key] = self.plans.get(m, tokens if rows is None else subsets[id(rows)], path)
+            plans.append(built[key])
+        return plans
 
     def _memory(self, context: Context | None) -> tuple[Tensor | None, Tensor | None]:
         """The context's (x (B, M, D), pad (B, M)) for cross-attention, checked against this model's trunk."""
@@ -224,8 +259,9 @@ class OmniModel(nn.Module):
         path = choose_path(self.trunk.config.attention, n, x.device, torch.is_grad_enabled())
         if path == "flex":  # round the length up so that a changing length does not recompile every step
             tokens = tokens.pad_to(-(-n // BUCKET) * BUCKET)
-        layer_plans = self.attention_plans(tokens, path)
-        y = self.trunk(tokens.x, layer_plans, context=memory, context_pad=memory_pad)
+        active = self.layer_tokens(tokens)
+        layer_plans = self.attention_plans(tokens, path, active)
+        y = self.trunk(tokens.x, layer_plans, context=memory, context_pad=memory_pad, active=active)
         return tokens.replace(x=y)[slice(0, n)]
 
     def _output(self, tokens: Tokens, spans: dict[str, slice]) -> ModelOutput:
@@ -301,6 +337,8 @@ class OmniModel(nn.Module):
         """
         if not isinstance(state, DecodeState):
             raise ValueError(f"state: expected a DecodeState from start_decoding(), got {type(state).__name__}")
+        if self.trunk.config.exits:
+            raise ValueError("TransformerConfig.exits: step-by-step decoding runs every token through every layer")
         if isinstance(inputs, Tokens):
             new, spans = inputs, {}
         else:

@@ -52,6 +52,11 @@ class TransformerConfig:
         mask_defs: {name: mask expression}, e.g. ``{local: "local(radius=1) | global_tokens()", global: full}``.
         attention: how masked attention runs: ``dense`` (bool mask + SDPA), ``flex`` (FlexAttention BlockMask,
             compiled), ``sparse`` (gathered key blocks; CPU training) or ``auto`` (chosen per device and length).
+        exits: {modality name: L_m}: that modality's tokens take part in the first L_m blocks only (1 <= L_m <=
+            depth); the later blocks run on the other tokens (their masks built on those) and leave the exited
+            tokens' states as they were (the final norm still applies to them). Late fusion for a modality whose
+            tokens later layers need not update: ``{camera: 2}`` runs the last layers of a detector on its radar
+            points and queries alone. ``OmniModel`` resolves the names; empty = every token in every block.
     """
 
     dim: int
@@ -72,6 +77,7 @@ class TransformerConfig:
     masks: list[str] = field(default_factory=lambda: ["full"])
     mask_defs: dict[str, str] = field(default_factory=dict)
     attention: AttentionPath = "auto"
+    exits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("dim", "depth", "heads"):
@@ -91,6 +97,14 @@ class TransformerConfig:
         if isinstance(self.masks, str) or not self.masks:
             raise ValueError(f"TransformerConfig.masks: expected a non-empty list of mask names, got {self.masks!r}")
         self.layer_masks()  # parse now: a typo fails at construction, not at the first forward
+        if not isinstance(self.exits, Mapping):
+            raise ValueError(f"TransformerConfig.exits: expected {{modality name: layers}}, got {self.exits!r}")
+        for name, layers in self.exits.items():
+            if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= self.depth:
+                raise ValueError(
+                    f"TransformerConfig.exits.{name}: expected a number of layers in [1, depth={self.depth}], "
+                    f"got {layers!r}"
+                )
 
     def layer_masks(self) -> list[Mask]:
         """One mask expression per layer: the schedule repeated over depth, names resolved through mask_defs."""
@@ -314,8 +328,27 @@ class Block(nn.Module):
         context_mask: Tensor | None = None,
         state: KVState | None = None,
         cross_state: KVState | None = None,
+        active: Tensor | None = None,
     ) -> Tensor:
-        """(B, N, D) -> (B, N, D); ``mask`` (B, N, N[+cached]) bool, ``context_mask`` (B, N, M) bool."""
+        """(B, N, D) -> (B, N, D); ``mask`` (B, N, N[+cached]) bool, ``context_mask`` (B, N, M) bool.
+
+        ``active``: (N',) long, the tokens that take part (``TransformerConfig.exits``); the block runs on x[:, active]
+        alone (``mask`` and ``context_mask`` then cover those N' tokens) and the other tokens come out unchanged."""
+        if active is None:
+            return self._run(x, mask, context, context_mask, state, cross_state)
+        if state is not None or cross_state is not None:
+            raise ValueError("active: a block run on a subset of its tokens (exits) cannot extend a KV cache")
+        return x.index_copy(1, active, self._run(x.index_select(1, active), mask, context, context_mask, None, None))
+
+    def _run(
+        self,
+        x: Tensor,
+        mask: Plan,
+        context: Tensor | None,
+        context_mask: Tensor | None,
+        state: KVState | None,
+        cross_state: KVState | None,
+    ) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), mask, state=state))
         if self.cross is not None:
             x = x + self.drop_path(self.cross(self.norm_cross(x), context_mask, context=context, state=cross_state))
@@ -376,6 +409,7 @@ class Transformer(nn.Module):
         context: Tensor | None = None,
         context_pad: Tensor | None = None,
         cache: KVCache | None = None,
+        active: Sequence[Tensor | None] | None = None,
     ) -> Tensor:
         """Mix tokens.
 
@@ -389,6 +423,8 @@ class Transformer(nn.Module):
                 it is not needed (and not read).
             context_pad: (B, M) bool, True where a context token is real; a padded one is never attended.
             cache: a ``KVCache`` from ``new_cache()``; it is extended in place with this call's keys/values.
+            active: per layer, None (every token) or (N_l,) long indices of the tokens that block runs on; that
+                layer's mask then covers those N_l tokens (``OmniModel.mix`` builds both from ``exits``).
         Returns:
             (B, N, D)
         """
@@ -398,6 +434,9 @@ class Transformer(nn.Module):
         masks = list(mask) if isinstance(mask, list | tuple) else [mask] * len(self.blocks)
         if len(masks) != len(self.blocks):
             raise ValueError(f"mask: expected one mask per layer ({len(self.blocks)}), got {len(masks)}")
+        actives = list(active) if active is not None else [None] * len(self.blocks)
+        if len(actives) != len(self.blocks):
+            raise ValueError(f"active: expected one entry per layer ({len(self.blocks)}), got {len(actives)}")
         self._check_context(context, context_pad, b)
         context_mask = None
         if self.config.cross_attention:
@@ -410,12 +449,14 @@ class Transformer(nn.Module):
             if pad is not None:
                 context_mask = pad.unsqueeze(1).expand(b, n, pad.shape[-1])
         for i, block in enumerate(self.blocks):
+            rows = actives[i]
             x = block(
                 x,
                 masks[i],
                 context=context,
-                context_mask=context_mask,
+                context_mask=context_mask if rows is None or context_mask is None else context_mask[:, rows],
                 state=cache.self_attn[i] if cache is not None else None,
                 cross_state=cache.cross_attn[i] if cache is not None else None,
+                active=rows,
             )
         return self.norm(x)

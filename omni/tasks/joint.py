@@ -258,6 +258,9 @@ class JointTask(ClipsByConfig):
         Returns:
             {member name: what its ``forward`` returns}: the same outputs as alone, up to rounding (a test).
         """
+        if self.trunk.config.exits:
+            raise ValueError("trunk.exits: packed rows run every token through every layer; give exits only to a "
+                             "trunk that runs one task's batches (batching: task)")  # fmt: skip
         parts: dict[str, tuple[Tokens, dict[str, slice]]] = {}
         for name, raw in inputs.items():
             sub = self.members[name]
