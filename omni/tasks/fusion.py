@@ -214,6 +214,7 @@ class FusionDetector(OmniTask):
         camera_sampling: bool = False,
         camera_dense: float = 0.0,
         camera_resample: list[int] | None = None,
+        camera_alone_gate: bool = False,
         match_on: MatchOn = "box",
         box_weights: list[float] | None = None,
         aux_loss: bool = True,
@@ -263,6 +264,10 @@ class FusionDetector(OmniTask):
                 rather than at its fixed reference point). An ungated map starting at zero was not enough: its weights
                 get the largest gradients of the model, Adam moves them at full speed, and the fused model learned
                 slower than the radar-only one. None: off.
+            camera_alone_gate: ``camera_resample`` scales its reads by a second gate of its own in the samples whose
+                radar is masked out (modality dropout; the ``camera`` sensor set), starting at tanh(0.5): the fused
+                samples' gate stays small (about 0.06 after training: the radar answers most), which left the
+                camera-alone path reading the camera at that scale too.
             match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
                 (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
                 which query answers for which object from step to step).
@@ -358,6 +363,9 @@ class FusionDetector(OmniTask):
             reads = len(SAMPLE_HEIGHTS) * dim
             self.camera_resample = nn.Sequential(nn.LayerNorm(reads), nn.Linear(reads, dim))
             self.camera_gate = nn.Parameter(torch.zeros(()))  # tanh(0) = 0: no camera read at the start
+        if camera_alone_gate and self.camera_resample is None:
+            raise ValueError("camera_alone_gate: gates camera_resample's reads; set camera_resample too")
+        self.camera_alone_gate = nn.Parameter(torch.tensor(0.5)) if camera_alone_gate else None
         if camera_dense < 0:
             raise ValueError(f"camera_dense: expected a weight >= 0, got {camera_dense}")
         self.camera_dense = camera_dense
@@ -431,7 +439,7 @@ class FusionDetector(OmniTask):
         if self.aux_loss and self.training:
             hooks = [b.register_forward_hook(lambda _m, _i, out: hidden.append(out)) for b in list(blocks)[:-1]]
         if self.camera_resample is not None and CAMERA in spans:
-            look = self._resample_hook(q, spans[CAMERA], inputs[CAMERA].shape[-2:], ~drop[CAMERA])
+            look = self._resample_hook(q, spans[CAMERA], inputs[CAMERA].shape[-2:], ~drop[CAMERA], drop[RADAR])
             hooks += [blocks[i].register_forward_pre_hook(look) for i in self.camera_resample_layers]
         try:
             mixed = self.model.mix(tokens.replace(pad=pad))
@@ -446,10 +454,12 @@ class FusionDetector(OmniTask):
             out["camera_seen"] = ~drop[CAMERA]  # (B,)
         return out
 
-    def _resample_hook(self, q: slice, cam: slice, image_hw: torch.Size, seen: Tensor) -> Callable[..., Any]:
+    def _resample_hook(
+        self, q: slice, cam: slice, image_hw: torch.Size, seen: Tensor, alone: Tensor
+    ) -> Callable[..., Any]:
         """A forward pre-hook for a trunk block: ``camera_resample``'s read of the camera at each query's current
         centre, added to the queries' rows of the block's input x (B, N, D); ``seen`` (B,) False where the camera
-        is masked out (those samples read nothing)."""
+        is masked out (those samples read nothing); ``alone`` (B,) True where the radar is (``camera_alone_gate``)."""
 
         def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             x = args[0]
@@ -458,7 +468,10 @@ class FusionDetector(OmniTask):
             patch = self.model.tokenizers[CAMERA].patch_size
             features = rearrange(x[:, cam], "b (h w) d -> b d h w", h=image_hw[0] // patch)  # the trunk's, (B, D, h, w)
             read = self.camera_resample(sample_image(features, reference_pixels(centre.float())))  # (B, Q, D)
-            read = read * (self.camera_gate.tanh() * seen.to(read.dtype))[:, None, None]
+            gate = self.camera_gate.tanh().expand(x.shape[0])  # (B,)
+            if self.camera_alone_gate is not None:
+                gate = torch.where(alone, self.camera_alone_gate.tanh(), gate)
+            read = read * (gate * seen.to(read.dtype))[:, None, None]
             x = x.clone()
             x[:, q] = x[:, q] + read.to(x.dtype)
             return (x, *args[1:])

@@ -19,7 +19,7 @@ from omni.layers import sincos_2d
 from omni.tokenizers.checks import check_tensor
 from omni.tokens import Tokens
 
-__all__ = ["ImagePatchTokenizer"]
+__all__ = ["ImagePatchTokenizer", "local_contrast"]
 
 
 PosEmbed = Literal["learned", "sincos", "none"]
@@ -44,6 +44,17 @@ def _strided_stem(in_chans: int, channels: int, steps: int) -> nn.Sequential:
         layers += [nn.Conv2d(c, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
         c = out
     return nn.Sequential(*layers)
+
+
+def local_contrast(images: Tensor, window: int, floor: float) -> Tensor:
+    """Local contrast normalisation: (B, C, H, W) -> (B, C, H, W), each pixel minus the mean of the ``window`` x
+    ``window`` pixels around it (per channel; the image's edge counts only the pixels inside), over their standard
+    deviation plus ``floor`` (added in quadrature: flat regions and sensor noise stay small). A scene seen through
+    fog or at night, I = a * J + b with a, b smooth over the window, normalises to nearly what the clear scene does."""
+    pad = window // 2
+    mean = F.avg_pool2d(images, window, stride=1, padding=pad, count_include_pad=False)
+    square = F.avg_pool2d(images.square(), window, stride=1, padding=pad, count_include_pad=False)
+    return (images - mean) / ((square - mean.square()).clamp(min=0) + floor**2).sqrt()
 
 
 class ImagePatchTokenizer(nn.Module):
@@ -71,6 +82,8 @@ class ImagePatchTokenizer(nn.Module):
         stem: Stem = "patch",
         stem_channels: int = 64,
         stem_depth: int = 2,
+        local_contrast: int = 0,
+        contrast_floor: float = 0.02,
     ) -> None:
         """
         Args:
@@ -84,6 +97,9 @@ class ImagePatchTokenizer(nn.Module):
             stem_channels: width of the 3×3 convs of the ``conv`` stem; the last (widest) of the ``strided`` stem,
                 whose earlier convs halve it going back (e.g. 16, 32, 64 for p = 8).
             stem_depth: number of 3×3 convs in the ``conv`` stem (the ``strided`` stem has log2(p)).
+            local_contrast: the side (odd, pixels) of a window over which ``local_contrast`` normalises the image;
+                its C channels join the image's, so the stem sees 2C (fog and night lose contrast, not edges). 0: off.
+            contrast_floor: ``local_contrast``'s floor on the standard deviation, in the images' units.
         """
         super().__init__()
         if patch_size < 1:
@@ -96,6 +112,12 @@ class ImagePatchTokenizer(nn.Module):
         self.img_size = _pair(img_size)
         self.pos_embed_kind = pos_embed
         self.stem_kind = stem
+        if local_contrast and (local_contrast < 3 or local_contrast % 2 == 0):
+            raise ValueError(f"local_contrast: expected 0 (off) or an odd window >= 3 pixels, got {local_contrast}")
+        if contrast_floor <= 0:
+            raise ValueError(f"contrast_floor: expected > 0, got {contrast_floor}")
+        self.local_contrast, self.contrast_floor = local_contrast, contrast_floor
+        stem_in = in_chans * (2 if local_contrast else 1)
         for name, side in zip(("H", "W"), self.img_size, strict=True):
             if side % patch_size:
                 raise ValueError(f"img_size: expected {name} divisible by patch_size={patch_size}, got {side}")
@@ -103,9 +125,9 @@ class ImagePatchTokenizer(nn.Module):
         if stem == "strided" and patch_size & (patch_size - 1):
             raise ValueError(f"patch_size: expected a power of 2 with stem='strided', got {patch_size}")
         if stem == "strided":
-            self.stem, patch_in = _strided_stem(in_chans, stem_channels, patch_size.bit_length() - 1), stem_channels
+            self.stem, patch_in = _strided_stem(stem_in, stem_channels, patch_size.bit_length() - 1), stem_channels
         elif stem == "conv":
-            c = in_chans
+            c = stem_in
             for _ in range(stem_depth):
                 layers += [nn.Conv2d(c, stem_channels, 3, padding=1, bias=False), nn.BatchNorm2d(stem_channels)]
                 layers += [nn.GELU()]
@@ -114,7 +136,7 @@ class ImagePatchTokenizer(nn.Module):
             patch_in = stem_channels
         else:
             self.stem = nn.Identity()
-            patch_in = in_chans
+            patch_in = stem_in
         kernel = 1 if stem == "strided" else patch_size
         self.proj = nn.Conv2d(patch_in, dim, kernel_size=kernel, stride=kernel)
         self.grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
@@ -147,7 +169,11 @@ class ImagePatchTokenizer(nn.Module):
                 raise ValueError(
                     f"images: expected {name} divisible by patch_size={p}, got shape {tuple(images.shape)}"
                 )
-        return self.proj(self.stem(images.to(self.proj.weight.dtype)))
+        images = images.to(self.proj.weight.dtype)
+        if self.local_contrast:
+            images = torch.cat([images, local_contrast(images.float(), self.local_contrast, self.contrast_floor)], 1)
+            images = images.to(self.proj.weight.dtype)
+        return self.proj(self.stem(images))
 
     def forward(self, images: Tensor) -> Tokens:
         """(B, C, H, W) float images -> Tokens with x (B, h*w, D), pos (B, h*w, 2) = (row, col)."""

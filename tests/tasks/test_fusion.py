@@ -51,7 +51,7 @@ def batch(corpus) -> dict:
 NEAR = "| (query_modality('queries') & near(radius={'radar': [6.0, 6.0], 'camera': [99.0, 1.5]}, shift={'camera': 2}))"
 
 
-def detector(local_extra: str = "", **kwargs) -> FusionDetector:
+def detector(local_extra: str = "", global_mask: str = "full", exits: dict | None = None, **kwargs) -> FusionDetector:
     torch.manual_seed(0)
     tokenizers = {
         "camera": lambda d: ImagePatchTokenizer(d, patch_size=16, img_size=(64, 128), pos_embed="sincos"),
@@ -61,7 +61,7 @@ def detector(local_extra: str = "", **kwargs) -> FusionDetector:
     trunk = {
         "dim": 16, "depth": 2, "heads": 2, "masks": ["local", "global"],
         "mask_defs": {"local": "local(radius={'camera': 1, 'radar': [5.0, 5.0]}) | global_tokens(modalities=['ego'])"
-                               + local_extra, "global": "full"},
+                               + local_extra, "global": global_mask}, "exits": exits or {},
     }  # fmt: skip
     return FusionDetector(trunk=trunk, tokenizers=tokenizers, **{"num_queries": 4, **kwargs})
 
@@ -391,6 +391,39 @@ def test_camera_resample_learns_and_checks_its_layers(batch) -> None:
     trunk = {"dim": 16, "depth": 2, "heads": 2}
     with pytest.raises(ValueError, match="camera_resample: needs a camera tokenizer"):
         FusionDetector(trunk=trunk, tokenizers=radar_only, camera_resample=[1])
+
+
+def test_camera_alone_gate_scales_the_reads_of_samples_without_radar_only(batch) -> None:
+    """With the fused gate closed, only the samples whose radar is masked out read the camera (their own gate); a
+    model without the second gate reads nothing in either."""
+    model = detector(local_queries=True, query_prior=True, camera_resample=[1], camera_alone_gate=True).eval()
+    plain = detector(local_queries=True, query_prior=True, camera_resample=[1]).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "camera_alone_gate"})
+    inputs = model.model_inputs(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs, sensors="both")["boxes"], plain(inputs, sensors="both")["boxes"])
+        assert not torch.allclose(model(inputs, sensors="camera")["boxes"], plain(inputs, sensors="camera")["boxes"])
+        model.camera_alone_gate.fill_(0.0)
+        torch.testing.assert_close(model(inputs, sensors="camera")["boxes"], plain(inputs, sensors="camera")["boxes"])
+    with pytest.raises(ValueError, match="camera_alone_gate: gates camera_resample's reads"):
+        detector(camera_alone_gate=True)
+
+
+def test_camera_exit_leaves_the_queries_outputs_as_hiding_the_camera_by_mask(batch) -> None:
+    """``trunk.exits: {camera: 1}`` on a detector whose global layer hides the camera from the other tokens: the
+    queries' outputs (boxes, logits) equal the model without exits; only the camera tokens' own outputs change."""
+    hide = "~key_modality('camera') | query_modality('camera')"
+    kwargs = dict(local_queries=True, query_prior=True, camera_resample=[1], camera_dense=1.0)
+    masked = detector(global_mask=hide, **kwargs).eval()
+    late = detector(global_mask=hide, exits={"camera": 1}, **kwargs).eval()
+    late.load_state_dict(masked.state_dict())
+    inputs = masked.model_inputs(batch)
+    with torch.no_grad():
+        late.camera_gate.fill_(0.5), masked.camera_gate.fill_(0.5)  # the queries read the camera before layer 1
+        got, want = late(inputs), masked(inputs)
+    torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["logits"], want["logits"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got["dense"], want["dense"])  # the camera tokens skipped the global layer
 
 
 class _Snapshots(L.Callback):

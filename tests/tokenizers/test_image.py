@@ -1,10 +1,13 @@
 import pytest
 import torch
 from einops import rearrange
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from timm.layers import PatchEmbed
 from torch import nn
 
 from omni.tokenizers import ImagePatchTokenizer
+from omni.tokenizers.image import local_contrast
 
 
 def test_patch_stem_equals_timm_patch_embed():
@@ -93,3 +96,42 @@ def test_bad_construction():
         ImagePatchTokenizer(16, patch_size=3, img_size=16)
     with pytest.raises(ValueError, match="pos_embed"):
         ImagePatchTokenizer(16, pos_embed="rope")
+
+
+@settings(max_examples=25, deadline=None)
+@given(gain=st.floats(0.1, 1.0), offset=st.floats(-0.4, 0.4), seed=st.integers(0, 2**16))
+def test_local_contrast_undoes_a_loss_of_contrast_and_a_shift(gain, offset, seed):
+    """What fog does to a window of pixels (I = a J + b, a and b constant over it) normalises away."""
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(seed)) - 0.5
+    clear = local_contrast(image, 5, 1e-4)
+    fogged = local_contrast(gain * image + offset, 5, 1e-4 * gain)
+    torch.testing.assert_close(fogged, clear, atol=1e-3, rtol=1e-3)
+
+
+def test_local_contrast_by_hand():
+    image = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 12.0]]).view(1, 1, 3, 3)
+    out = local_contrast(image, 3, 0.5)
+    centre = image.flatten()  # the centre pixel's window is the whole image
+    want = (5.0 - centre.mean()) / (centre.var(unbiased=False) + 0.25).sqrt()
+    torch.testing.assert_close(out[0, 0, 1, 1], want)
+    corner = torch.tensor([1.0, 2.0, 4.0, 5.0])  # the corner's window: the 2 x 2 pixels inside the image
+    want = (1.0 - corner.mean()) / (corner.var(unbiased=False) + 0.25).sqrt()
+    torch.testing.assert_close(out[0, 0, 0, 0], want)
+    assert local_contrast(torch.full((1, 3, 4, 4), 0.3), 3, 0.02).abs().max() < 1e-5  # flat: nothing to see
+
+
+def test_local_contrast_channels_join_the_image():
+    torch.manual_seed(0)
+    tok = ImagePatchTokenizer(16, patch_size=4, in_chans=3, img_size=8, stem="strided", stem_channels=8,
+                              local_contrast=3)  # fmt: skip
+    assert tok.stem[0].in_channels == 6
+    x = torch.rand(2, 3, 8, 8) - 0.5
+    seen = []
+    hook = tok.stem.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    tok(x)
+    hook.remove()
+    torch.testing.assert_close(seen[0], torch.cat([x, local_contrast(x, 3, 0.02)], 1))
+    with pytest.raises(ValueError, match="local_contrast: expected 0 \\(off\\) or an odd window >= 3 pixels, got 4"):
+        ImagePatchTokenizer(16, patch_size=4, img_size=8, local_contrast=4)
+    with pytest.raises(ValueError, match="contrast_floor: expected > 0, got 0"):
+        ImagePatchTokenizer(16, patch_size=4, img_size=8, local_contrast=3, contrast_floor=0)
