@@ -32,6 +32,7 @@ from omni.choices import check_choice
 from omni.data.fusion_scene import CAMERA_HEIGHT, CLASSES, CONDITIONS, FOCAL_PX, IMAGE_HW
 from omni.detection_metrics import DetectionAccumulator
 from omni.ranks import all_ranks, global_count
+from omni.tasks.fusion_heat import heat_boxes, heat_peaks
 from omni.training import OmniTask, OptimConfig, Stage
 from omni.transformer import TransformerConfig
 
@@ -215,6 +216,7 @@ class FusionDetector(OmniTask):
         camera_dense: float = 0.0,
         camera_resample: list[int] | None = None,
         camera_alone_gate: bool = False,
+        camera_fallback: bool = False,
         match_on: MatchOn = "box",
         box_weights: list[float] | None = None,
         aux_loss: bool = True,
@@ -268,6 +270,14 @@ class FusionDetector(OmniTask):
                 radar is masked out (modality dropout; the ``camera`` sensor set), starting at tanh(0.5): the fused
                 samples' gate stays small (about 0.06 after training: the radar answers most), which left the
                 camera-alone path reading the camera at that scale too.
+            camera_fallback: when the radar is missing (left out of the inputs, or the ``camera`` sensor set), answer
+                with the camera heat map's detections instead of the queries': ``camera_dense``'s head then predicts
+                per patch a focal-loss heat map per class and the nearest object's whole box (L1 with
+                ``box_weights``), and the detections are the heat map's K = ``num_queries`` strongest local maxima
+                (CenterNet's 3 x 3 max-pool in place of NMS; ``omni.tasks.fusion_heat``). The heat map learns from
+                every sample whose camera is seen, with or without radar, where the queries' camera-alone path learns
+                only from the samples whose radar is dropped. Needs ``camera_dense`` and ``class_loss: focal``. A
+                camera-only model (no radar tokenizer) with it always answers from its heat map.
             match_on: the L1 term of the matching cost over the whole box (``box``, DETR) or the centre alone
                 (``centre``: early on, velocity and yaw errors are large and random, and matching on them reshuffles
                 which query answers for which object from step to step).
@@ -369,12 +379,19 @@ class FusionDetector(OmniTask):
         if camera_dense < 0:
             raise ValueError(f"camera_dense: expected a weight >= 0, got {camera_dense}")
         self.camera_dense = camera_dense
+        if camera_fallback and (not camera_dense or class_loss != "focal"):
+            raise ValueError(
+                f"camera_fallback: needs camera_dense > 0 and class_loss: focal, got camera_dense={camera_dense}, "
+                f"class_loss={class_loss!r}"
+            )
+        self.camera_fallback = camera_fallback
         self.dense_head: nn.Module | None = None
         if camera_dense:
             if CAMERA not in self.model.tokenizers or not hasattr(self.model.tokenizers[CAMERA], "patch_size"):
                 raise ValueError("camera_dense: needs a camera tokenizer with a patch_size (ImagePatchTokenizer)")
-            self.dense_head = nn.Linear(dim, 3)  # (objectness logit, x / 10 m, y / 10 m)
-            nn.init.constant_(self.dense_head.bias[0], -math.log(99.0))
+            # (objectness logit, x / 10 m, y / 10 m); with camera_fallback (C class logits, the box's 6 terms)
+            self.dense_head = nn.Linear(dim, num_classes + 6 if camera_fallback else 3)
+            nn.init.constant_(self.dense_head.bias[: num_classes if camera_fallback else 1], -math.log(99.0))
         if class_loss == "focal":  # RetinaNet's prior: every class starts at p = 0.01
             nn.init.constant_(self.class_head.bias, -math.log(99.0))
         weight = torch.ones(num_classes + 1)
@@ -401,8 +418,10 @@ class FusionDetector(OmniTask):
 
         ``sensors``: which sensors the model may see (``both`` / ``camera`` / ``radar``); None while training draws
         modality dropout per sample, and outside training uses ``self.sensors``. With ``camera_dense`` and a camera
-        input, also "dense": (B, N_camera, 3) per-patch (logit, x, y) and "camera_seen": (B,) bool, False where the
-        camera was masked out.
+        input, also "dense": (B, N_camera, 3) per-patch (logit, x, y) ((B, N_camera, C + 6) with ``camera_fallback``)
+        and "camera_seen": (B,) bool, False where the camera was masked out. With ``camera_fallback``, outside
+        training and without the radar, "logits" and "boxes" are the heat map's peaks (``heat_peaks``) and the
+        queries' own are kept as "query_logits" and "query_boxes".
         """
         if sensors is None and not self.training:
             sensors = self.sensors
@@ -450,8 +469,14 @@ class FusionDetector(OmniTask):
         aux = [self._heads(self.model.trunk.norm(h[:, q])) for h in hidden]
         out = {"logits": logits, "boxes": boxes, "aux": aux}
         if self.dense_head is not None and CAMERA in spans:
-            out["dense"] = self.dense_head(mixed.x[:, spans[CAMERA]])  # (B, N_camera, 3)
+            out["dense"] = self.dense_head(mixed.x[:, spans[CAMERA]])  # (B, N_camera, 3 or C + 6)
             out["camera_seen"] = ~drop[CAMERA]  # (B,)
+            if self.camera_fallback and not self.training and (sensors == CAMERA or RADAR not in spans):
+                patch, c = self.model.tokenizers[CAMERA].patch_size, self.num_classes
+                grid = (inputs[CAMERA].shape[-2] // patch, inputs[CAMERA].shape[-1] // patch)
+                out["query_logits"], out["query_boxes"] = logits, boxes
+                out["logits"], out["boxes"] = heat_peaks(out["dense"][..., :c], out["dense"][..., c:], grid,
+                                                         self.num_queries)  # fmt: skip
         return out
 
     def _resample_hook(
@@ -524,7 +549,8 @@ class FusionDetector(OmniTask):
     def dense_loss(self, dense: Tensor, seen: Tensor, targets: Mapping[str, Tensor]) -> Tensor:
         """``camera_dense``'s loss: dense (B, N, 3) per-patch (logit, x, y) outputs, seen (B,) bool (samples whose
         camera was not dropped) -> focal loss of the ground-point heat map + L1 of (x, y) where it is 1, per
-        object. See ``ground_point_patches``."""
+        object. See ``ground_point_patches``. With ``camera_fallback``, dense (B, N, C + 6): the focal loss of one
+        heat map per class (a patch's class is its nearest object's) + L1 of the whole box with ``box_weights``."""
         cam = self.model.tokenizers[CAMERA]
         patch = ground_point_patches(targets["box"].float(), targets["mask"] & seen[:, None], cam.patch_size)
         hit = F.one_hot(patch.clamp(min=0), dense.shape[1]).bool() & (patch >= 0)[..., None]  # (B, O, N)
@@ -533,6 +559,14 @@ class FusionDetector(OmniTask):
         nearest = torch.where(hit, -rng[..., None], -math.inf).argmax(1)  # (B, N): the nearest object in a patch
         xy = torch.gather(encode_boxes(targets["box"].float())[..., :2], 1, nearest[..., None].expand(-1, -1, 2))
         num = global_count(heat.sum()).to(dense.device)  # the global batch's heat-map cells (omni.ranks)
+        if self.camera_fallback:  # a heat map per class and the nearest object's whole box
+            c = self.num_classes
+            cls = torch.gather(targets["class"].clamp(min=0), 1, nearest)  # (B, N)
+            target = F.one_hot(cls, c) * heat[..., None]  # (B, N, C)
+            focal = sigmoid_focal_loss(dense[..., :c][seen], target[seen]) / num
+            box = torch.gather(encode_boxes(targets["box"].float()), 1, nearest[..., None].expand(-1, -1, 6))
+            err = (heat_boxes(dense[..., c:].float()) - box).abs() * self.box_weights
+            return focal + (err.sum(-1) * heat).sum() / num
         focal = sigmoid_focal_loss(dense[..., 0][seen], heat[seen].float()) / num  # dropped cameras: no loss
         l1 = ((dense[..., 1:].float() - xy).abs().sum(-1) * heat).sum() / num
         return focal + l1
