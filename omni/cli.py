@@ -237,7 +237,7 @@ def viz_masks(argv: list[str]) -> Path:
         auto_configure_optimizers=False,  # optimizer and schedule are the task's own (OmniTask.optim)
         run=False,
         save_config_callback=None,
-        args=[*(arg for c in a.config for arg in ("--config", c)), "--trainer.logger", "false"],
+        args=[*config_args(a.config), "--trainer.logger", "false"],
     )
     task, dm = cli.model, cli.datamodule
     model = getattr(task, "model", None)
@@ -251,6 +251,34 @@ def viz_masks(argv: list[str]) -> Path:
     drawn = view.panels
     out = plot_masks(drawn, view.modality, view.names, a.out, pad=view.pad)
     print(f"masks: {out} ({len(drawn)} distinct masks, {view.modality.numel()} tokens)")
+    return out
+
+
+FIT_ONLY_KEYS = ("ckpt_path", "weights_only")  # keys of a run's config.yaml that only `omni fit` takes (Trainer.fit's)
+
+
+def config_args(paths: list[str]) -> list[str]:
+    """``--config`` arguments for a command that builds a task and its data without fitting (``omni viz``): a run
+    directory's ``config.yaml`` works as well as the config it was fitted from (its ``ckpt_path`` and
+    ``weights_only``, which only ``omni fit`` takes, are left out: a filtered copy, removed when the process ends)."""
+    import atexit
+    import tempfile
+
+    import yaml
+
+    out: list[str] = []
+    for path in paths:
+        try:
+            cfg = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            cfg = None  # the parser reports a missing or broken file itself
+        if isinstance(cfg, dict) and any(k in cfg for k in FIT_ONLY_KEYS):
+            fd, copy = tempfile.mkstemp(prefix=f"{Path(path).stem}_", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                yaml.safe_dump({k: v for k, v in cfg.items() if k not in FIT_ONLY_KEYS}, f, sort_keys=False)
+            atexit.register(Path(copy).unlink, missing_ok=True)
+            path = copy
+        out += ["--config", path]
     return out
 
 
@@ -274,7 +302,7 @@ def viz_scene(argv: list[str]) -> Path:
     p.add_argument("--min_score", type=float, default=0.3, help="predictions below this score are not drawn")
     p.add_argument("--root", default=None, help="the corpus folder, instead of the config's data.init_args.root")
     a = p.parse_args(argv)
-    args = [arg for c in a.config for arg in ("--config", c)] + ["--trainer.logger", "false"]
+    args = [*config_args(a.config), "--trainer.logger", "false"]
     if a.root:
         args += ["--data.init_args.root", a.root]
     cli = OmniCLI(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False, run=False,

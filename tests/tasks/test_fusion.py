@@ -325,10 +325,10 @@ def test_config_fits_end_to_end(name, corpus, batch, tmp_path, export_round_trip
     assert ckpt.exists()
     export_round_trip(ckpt, lambda t: torch.cat([x.flatten() for x in t.detections(t(t.model_inputs(batch)))]))
     if name == "fusion":  # the picture of a scene with the trained weights
-        out = tmp_path / "scene.png"
-        main(["viz", "scene", "--config", str(ROOT / "configs/fusion.yaml"), "--config",
-              str(ROOT / "configs/fusion_tiny.yaml"), "--root", str(corpus), "--ckpt_path", str(ckpt), "--out",
-              str(out), "--min_score", "0"])  # fmt: skip
+        out = tmp_path / "scene.png"  # from the run directory's own config.yaml (it holds fit's ckpt_path too)
+        assert "ckpt_path" in (run / "config.yaml").read_text()
+        main(["viz", "scene", "--config", str(run / "config.yaml"), "--root", str(corpus), "--ckpt_path", str(ckpt),
+              "--out", str(out), "--min_score", "0"])  # fmt: skip
         import matplotlib.image
 
         img = matplotlib.image.imread(out)
