@@ -557,18 +557,17 @@ class FusionDetector(OmniTask):
         heat = hit.any(1)  # (B, N)
         rng = targets["box"][..., :2].float().norm(dim=-1)  # (B, O)
         nearest = torch.where(hit, -rng[..., None], -math.inf).argmax(1)  # (B, N): the nearest object in a patch
-        xy = torch.gather(encode_boxes(targets["box"].float())[..., :2], 1, nearest[..., None].expand(-1, -1, 2))
+        box = torch.gather(encode_boxes(targets["box"].float()), 1, nearest[..., None].expand(-1, -1, 6))  # (B, N, 6)
         num = global_count(heat.sum()).to(dense.device)  # the global batch's heat-map cells (omni.ranks)
         if self.camera_fallback:  # a heat map per class and the nearest object's whole box
             c = self.num_classes
             cls = torch.gather(targets["class"].clamp(min=0), 1, nearest)  # (B, N)
             target = F.one_hot(cls, c) * heat[..., None]  # (B, N, C)
             focal = sigmoid_focal_loss(dense[..., :c][seen], target[seen]) / num
-            box = torch.gather(encode_boxes(targets["box"].float()), 1, nearest[..., None].expand(-1, -1, 6))
             err = (heat_boxes(dense[..., c:].float()) - box).abs() * self.box_weights
             return focal + (err.sum(-1) * heat).sum() / num
         focal = sigmoid_focal_loss(dense[..., 0][seen], heat[seen].float()) / num  # dropped cameras: no loss
-        l1 = ((dense[..., 1:].float() - xy).abs().sum(-1) * heat).sum() / num
+        l1 = ((dense[..., 1:].float() - box[..., :2]).abs().sum(-1) * heat).sum() / num
         return focal + l1
 
     def loss(self, outputs: dict[str, Any], batch: Mapping[str, Any], stage: Stage) -> dict[str, Tensor]:
